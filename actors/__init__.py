@@ -1,0 +1,1 @@
+"""Agents as Ray actors: the step loop, session context and delegation."""

@@ -1,0 +1,212 @@
+"""The store interface: sessions, runs and the audit trail behind one async API.
+
+SQLite is the embedded default; Redis and PostgreSQL backends implement the same protocol later. The
+records are plain dataclasses so they cross Ray process boundaries cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "AUDIT_KINDS",
+    "RUN_STATES",
+    "AuditDraft",
+    "AuditKind",
+    "AuditQuery",
+    "AuditRecord",
+    "RunRecord",
+    "RunState",
+    "SessionContext",
+    "Store",
+    "VerifyResult",
+    "canonical_json",
+    "record_hash",
+    "sha256_hex",
+]
+
+RunState = Literal["queued", "running", "completed", "failed", "timed_out", "cancelled"]
+RUN_STATES: tuple[str, ...] = ("queued", "running", "completed", "failed", "timed_out", "cancelled")
+AuditKind = Literal[
+    "prompt",
+    "reasoning",
+    "model_call",
+    "tool_call",
+    "backend_response",
+    "policy_decision",
+    "approval",
+    "action",
+    "error",
+]
+AUDIT_KINDS: tuple[str, ...] = (
+    "prompt",
+    "reasoning",
+    "model_call",
+    "tool_call",
+    "backend_response",
+    "policy_decision",
+    "approval",
+    "action",
+    "error",
+)
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON (sorted keys, no spaces, UTF-8 kept) used for hashing and storage."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(slots=True)
+class SessionContext:
+    """A session's externalised context: the conversation so far, with a version for compare-and-set."""
+
+    session_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class RunRecord:
+    run_id: str
+    agent: str
+    session_id: str
+    status: RunState
+    input: str
+    created_at: float
+    updated_at: float
+    output: str | None = None
+    error: dict[str, Any] | None = None  # problem document when the run failed
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    caller_chain: list[str] = field(default_factory=list)
+    trace_id: str | None = None
+    identity: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """What a writer supplies; the store assigns ``seq``, ``prev_hash`` and ``hash`` atomically."""
+
+    ts: float
+    kind: AuditKind
+    run_id: str
+    session_id: str
+    agent: str
+    identity: str
+    payload: dict[str, Any]
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    prev_hash: str
+    hash: str
+    ts: float
+    trace_id: str | None
+    run_id: str
+    session_id: str
+    agent: str
+    identity: str
+    kind: str
+    payload: dict[str, Any]
+    payload_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record_hash(
+    *,
+    seq: int,
+    prev_hash: str,
+    ts: float,
+    trace_id: str | None,
+    run_id: str,
+    session_id: str,
+    agent: str,
+    identity: str,
+    kind: str,
+    payload_sha256: str,
+) -> str:
+    """The chain hash of one record: every field except the hash itself, canonically encoded."""
+    body = {
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "ts": repr(float(ts)),
+        "trace_id": trace_id,
+        "run_id": run_id,
+        "session_id": session_id,
+        "agent": agent,
+        "identity": identity,
+        "kind": kind,
+        "payload_sha256": payload_sha256,
+    }
+    return sha256_hex(canonical_json(body))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    run_id: str | None = None
+    agent: str | None = None
+    tool: str | None = None
+    kind: str | None = None
+    since_ts: float | None = None
+    after_seq: int = 0
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    records_checked: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class Store(Protocol):
+    """Durable state. Every method is safe to call from many processes at once."""
+
+    async def get_session(self, session_id: str) -> SessionContext | None: ...
+
+    async def put_session(self, ctx: SessionContext, *, expected_version: int) -> SessionContext:
+        """Write if the stored version equals ``expected_version``; else ConflictError. Returns the new ctx."""
+        ...
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Insert a new run; ConflictError if the id exists."""
+        ...
+
+    async def save_run(self, run: RunRecord) -> None:
+        """Replace an existing run's mutable fields; NotFoundError if it does not exist."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(self, *, agent: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    async def append_audit(self, drafts: list[AuditDraft]) -> list[AuditRecord]:
+        """Append to the single hash chain, atomically and in order, whatever the number of writers."""
+        ...
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
+
+    async def verify_audit(self) -> VerifyResult:
+        """Recompute the chain; names the first record whose content or link is wrong."""
+        ...
+
+    async def close(self) -> None: ...

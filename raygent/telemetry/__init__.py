@@ -1,0 +1,1 @@
+"""raygent.telemetry."""
