@@ -188,6 +188,9 @@ class AgentSpec(Strict):
     replicas: int = Field(default=1, ge=1, le=1000)
     num_cpus: float = Field(default=0.1, gt=0, le=64)
     max_input_chars: int = Field(default=16_000, ge=1)
+    max_history_messages: int = Field(
+        default=40, ge=0, le=10_000, description="Session context kept between runs (older turns drop)."
+    )
 
     @field_validator("prompt")
     @classmethod

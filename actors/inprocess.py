@@ -1,0 +1,52 @@
+"""A whole fleet in one process: the same loops and interceptor chains as the Serve deployments,
+without Ray. Used by unit tests and by anyone who wants to exercise a fleet's logic quickly."""
+
+from __future__ import annotations
+
+from opentelemetry.trace import Tracer
+
+from raygent.actors.steploop import AgentLoop
+from raygent.core.clock import Clock
+from raygent.core.config import Fleet
+from raygent.core.errors import NotFoundError
+from raygent.core.runs import RunInput, RunOutput
+from raygent.core.store.base import Store
+from raygent.governance.gateway import ToolGateway
+from raygent.governance.gateway_actor import build_tool_chain
+from raygent.router.actor import build_model_chain
+from raygent.router.router import Router
+
+__all__ = ["InProcessFleet"]
+
+
+class InProcessFleet:
+    """Runs any agent of ``fleet`` in this process; delegation goes through the same gateway chain.
+
+    Args:
+        fleet: The loaded fleet.
+        store: Store for sessions, runs and audit.
+        tracer: Tracer for every span.
+        clock: Time source.
+        router: Router to use (default: built from the fleet's models).
+    """
+
+    def __init__(
+        self, fleet: Fleet, *, store: Store, tracer: Tracer, clock: Clock, router: Router | None = None
+    ) -> None:
+        self.router = router or Router.from_fleet(fleet, clock=clock)
+        model_chain = build_model_chain(self.router, store=store, tracer=tracer, clock=clock)
+        gateway = ToolGateway(fleet, invoker=self, clock=clock)
+        tool_chain = build_tool_chain(gateway, store=store, tracer=tracer, clock=clock)
+        self._loops = {
+            name: AgentLoop(fleet, name, store=store, model=model_chain, tools=tool_chain, tracer=tracer, clock=clock)
+            for name in fleet.agents
+        }
+
+    async def invoke(self, run: RunInput) -> RunOutput:
+        loop = self._loops.get(run.agent)
+        if loop is None:
+            raise NotFoundError(f"there is no agent named {run.agent!r}")
+        return await loop.run(run)
+
+    async def aclose(self) -> None:
+        await self.router.aclose()

@@ -1,0 +1,318 @@
+"""The agent step loop: render prompt → model → tool calls → … → answer.
+
+Plain async code with its collaborators passed in, so it runs the same inside a Ray Serve replica and in
+a unit test. Model calls go to a :class:`ModelStage` (the router, in another process under Ray) and tool
+calls to a :class:`ToolStage` (the gateway, likewise); the loop itself never executes a tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from string import Template
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from raygent.actors.errors import (
+    DelegationCycleError,
+    DelegationDepthError,
+    InputTooLongError,
+    MaxStepsExceededError,
+)
+from raygent.core.clock import Clock
+from raygent.core.config import AgentSpec, Fleet, parse_prompt_ref
+from raygent.core.errors import ConflictError, DeadlineExceededError, RaygentError
+from raygent.core.ids import tool_call_id
+from raygent.core.interceptors import CallContext, ModelCallInput, ModelStage, ToolCallInput, ToolStage
+from raygent.core.messages import Message, ToolCall, ToolSchema, Usage
+from raygent.core.runs import RunInput, RunOutput
+from raygent.core.store.base import RunRecord, SessionContext, Store, canonical_json, sha256_hex
+from raygent.governance.audit import AuditWriter
+from raygent.telemetry.propagation import context_from_traceparent, trace_id_hex, traceparent_of
+
+__all__ = ["AgentLoop", "RenderedPrompt", "render_prompt", "tool_schemas", "trim_history"]
+
+_SESSION_WRITE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    prompt_id: str
+    version: str
+    text: str
+    sha256: str
+
+
+def render_prompt(fleet: Fleet, agent: str) -> RenderedPrompt:
+    """The agent's system prompt at its pinned version; ``$agent`` is the only placeholder filled."""
+    spec = fleet.agents[agent]
+    prompt_id, version = parse_prompt_ref(spec.prompt)
+    text = Template(fleet.prompt_text(spec.prompt)).safe_substitute(agent=agent)
+    return RenderedPrompt(prompt_id, version, text, sha256_hex(text))
+
+
+def tool_schemas(fleet: Fleet, spec: AgentSpec) -> tuple[ToolSchema, ...]:
+    return tuple(
+        ToolSchema(name=n, description=fleet.tools[n].description, parameters=fleet.tools[n].parameters)
+        for n in spec.tools
+    )
+
+
+def trim_history(messages: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Keep at most ``limit`` messages, cutting only at a user turn so no tool result loses its call."""
+    if len(messages) <= limit:
+        return messages
+    start = len(messages) - limit
+    while start < len(messages) and messages[start].get("role") != "user":
+        start += 1
+    return messages[start:]
+
+
+class AgentLoop:
+    """Runs one agent role. One instance per replica; holds no per-session state (stateless agent).
+
+    Args:
+        fleet: The loaded fleet.
+        agent: The role this loop runs.
+        store: Session context, runs and audit.
+        model: Where model calls go (the router's interceptor chain).
+        tools: Where tool calls go (the gateway's interceptor chain).
+        tracer: Tracer for the run span.
+        clock: Time source.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        agent: str,
+        *,
+        store: Store,
+        model: ModelStage,
+        tools: ToolStage,
+        tracer: Tracer,
+        clock: Clock,
+    ) -> None:
+        self._fleet = fleet
+        self._agent = agent
+        self._spec = fleet.agents[agent]
+        self._store = store
+        self._model = model
+        self._tools = tools
+        self._tracer = tracer
+        self._clock = clock
+        self._audit = AuditWriter(store, clock)
+        self._prompt = render_prompt(fleet, agent)
+        self._tool_schemas = tool_schemas(fleet, self._spec)
+
+    async def run(self, req: RunInput) -> RunOutput:
+        """Execute a run to completion or failure; never raises for a run-level failure."""
+        now = self._clock.now()
+        record = RunRecord(
+            run_id=req.run_id,
+            agent=self._agent,
+            session_id=req.session_id,
+            status="running",
+            input=req.input,
+            created_at=now,
+            updated_at=now,
+            caller_chain=list(req.caller_chain),
+            identity=self._spec.identity,
+        )
+        with self._tracer.start_as_current_span(
+            f"invoke_agent {self._agent}",
+            context=context_from_traceparent(req.traceparent),
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self._agent,
+                "raygent.agent": self._agent,
+                "raygent.run_id": req.run_id,
+                "raygent.session_id": req.session_id,
+                "raygent.identity": self._spec.identity,
+                "raygent.caller_chain": ",".join(req.caller_chain),
+                "raygent.prompt.id": self._prompt.prompt_id,
+                "raygent.prompt.version": self._prompt.version,
+                "raygent.prompt.sha256": self._prompt.sha256,
+            },
+        ) as span:
+            traceparent = traceparent_of(span)
+            record.trace_id = trace_id_hex(traceparent)
+            ctx = CallContext(
+                run_id=req.run_id,
+                session_id=req.session_id,
+                agent=self._agent,
+                identity=self._spec.identity,
+                traceparent=traceparent,
+                caller_chain=req.caller_chain,
+                deadline_ts=min(req.deadline_ts, now + self._spec.deadline_s),
+                tier=self._spec.tier,
+                prompt_id=self._prompt.prompt_id,
+                prompt_version=self._prompt.version,
+                prompt_sha256=self._prompt.sha256,
+            )
+            await self._store.create_run(record)
+            try:
+                await self._loop(ctx, req, record)
+            except Exception as exc:
+                await self._fail(ctx, record, exc)
+                span.set_status(Status(StatusCode.ERROR, record.status))
+                span.set_attribute("error.type", type(exc).__name__)
+            span.set_attribute("raygent.status", record.status)
+            span.set_attribute("raygent.cost.usd", record.cost_usd)
+            span.set_attribute("gen_ai.usage.input_tokens", record.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", record.output_tokens)
+        return RunOutput(
+            run_id=record.run_id,
+            agent=record.agent,
+            session_id=record.session_id,
+            status=record.status,
+            output=record.output,
+            steps=record.steps,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+            trace_id=record.trace_id,
+            error=record.error,
+        )
+
+    def _check_delegation(self, req: RunInput) -> None:
+        if self._agent in req.caller_chain:
+            chain = " -> ".join((*req.caller_chain, self._agent))
+            raise DelegationCycleError(f"delegation cycle: {chain}")
+        if len(req.caller_chain) > self._spec.max_delegation_depth:
+            raise DelegationDepthError(
+                f"delegation chain {' -> '.join(req.caller_chain)} is deeper than "
+                f"{self._spec.max_delegation_depth} for agent {self._agent!r}"
+            )
+
+    def _remaining_s(self, ctx: CallContext) -> float:
+        assert ctx.deadline_ts is not None  # always set by run()
+        remaining = ctx.deadline_ts - self._clock.now()
+        if remaining <= 0:
+            raise DeadlineExceededError(f"agent {self._agent!r} ran past its deadline")
+        return remaining
+
+    async def _loop(self, ctx: CallContext, req: RunInput, record: RunRecord) -> None:
+        self._check_delegation(req)
+        if len(req.input) > self._spec.max_input_chars:
+            raise InputTooLongError(
+                f"input has {len(req.input)} characters; agent {self._agent!r} accepts {self._spec.max_input_chars}"
+            )
+        session = await self._store.get_session(req.session_id)
+        history = [Message.from_dict(m) for m in (session.messages if session else [])]
+        user = Message(role="user", content=req.input)
+        new_messages: list[Message] = [user]
+        await self._audit.write(
+            ctx,
+            "prompt",
+            {
+                "prompt_id": self._prompt.prompt_id,
+                "prompt_version": self._prompt.version,
+                "prompt_sha256": self._prompt.sha256,
+                "input": req.input,
+                "history_messages": len(history),
+            },
+        )
+        system = Message(role="system", content=self._prompt.text)
+        for step in range(1, self._spec.max_steps + 1):
+            step_ctx = ctx.child(step=step)
+            remaining = self._remaining_s(step_ctx)
+            call = ModelCallInput(
+                ctx=step_ctx,
+                messages=(system, *history, *new_messages),
+                tools=self._tool_schemas,
+                latency_budget_ms=req.latency_budget_ms,
+            )
+            try:
+                out = await asyncio.wait_for(self._model.call_model(call), remaining)
+            except TimeoutError:
+                raise DeadlineExceededError(f"agent {self._agent!r} ran past its deadline") from None
+            self._account(record, out.usage, out.cost_usd)
+            record.steps.append(
+                {
+                    "step": step,
+                    "kind": "model",
+                    "backend": out.backend,
+                    "route_reason": out.route_reason,
+                    "input_tokens": out.usage.input_tokens,
+                    "output_tokens": out.usage.output_tokens,
+                    "cost_usd": round(out.cost_usd, 8),
+                    "tool_calls": [c.name for c in out.tool_calls],
+                }
+            )
+            if not out.tool_calls:
+                new_messages.append(Message(role="assistant", content=out.text))
+                await self._finish(step_ctx, record, history, new_messages, out.text)
+                return
+            # Ids are assigned here, deterministically, whatever the backend called them.
+            calls = tuple(
+                ToolCall(id=tool_call_id(ctx.run_id, step, i), name=c.name, arguments=c.arguments)
+                for i, c in enumerate(out.tool_calls)
+            )
+            new_messages.append(Message(role="assistant", content=out.text, tool_calls=calls))
+            for tool_call in calls:
+                new_messages.append(await self._call_tool(step_ctx, record, tool_call))
+        raise MaxStepsExceededError(f"agent {self._agent!r} did not answer within {self._spec.max_steps} steps")
+
+    async def _call_tool(self, ctx: CallContext, record: RunRecord, call: ToolCall) -> Message:
+        try:
+            out = await asyncio.wait_for(self._tools.call_tool(ToolCallInput(ctx, call)), self._remaining_s(ctx))
+        except TimeoutError:
+            raise DeadlineExceededError(f"agent {self._agent!r} ran past its deadline") from None
+        self._account(record, out.usage, out.cost_usd)
+        record.steps.append(
+            {
+                "step": ctx.step,
+                "kind": "tool",
+                "tool": call.name,
+                "call_id": call.id,
+                "is_error": out.is_error,
+                "latency_ms": round(out.latency_s * 1000, 3),
+                "cost_usd": round(out.cost_usd, 8),
+            }
+        )
+        return Message(role="tool", content=canonical_json(out.result), tool_call_id=call.id, name=call.name)
+
+    @staticmethod
+    def _account(record: RunRecord, usage: Usage, cost_usd: float) -> None:
+        record.input_tokens += usage.input_tokens
+        record.output_tokens += usage.output_tokens
+        record.cost_usd += cost_usd
+
+    async def _finish(
+        self,
+        ctx: CallContext,
+        record: RunRecord,
+        history: list[Message],
+        new_messages: list[Message],
+        answer: str,
+    ) -> None:
+        await self._save_session(record.session_id, [m.to_dict() for m in new_messages])
+        await self._audit.write(ctx, "action", {"action": "answer", "text": answer})
+        record.status = "completed"
+        record.output = answer
+        record.updated_at = self._clock.now()
+        await self._store.save_run(record)
+
+    async def _save_session(self, session_id: str, appended: list[dict[str, Any]]) -> None:
+        """Append this run's turn to the session, retrying on a concurrent writer (compare-and-set)."""
+        for _ in range(_SESSION_WRITE_ATTEMPTS):
+            current = await self._store.get_session(session_id)
+            base = current or SessionContext(session_id=session_id)
+            messages = trim_history([*base.messages, *appended], self._spec.max_history_messages)
+            updated = SessionContext(session_id, messages, base.version, self._clock.now())
+            try:
+                await self._store.put_session(updated, expected_version=base.version)
+                return
+            except ConflictError:
+                continue
+        raise ConflictError(f"session {session_id!r} is being changed by too many runs at once; try again")
+
+    async def _fail(self, ctx: CallContext, record: RunRecord, exc: Exception) -> None:
+        error = exc if isinstance(exc, RaygentError) else RaygentError("internal error in the agent")
+        record.status = "timed_out" if isinstance(error, DeadlineExceededError) else "failed"
+        record.error = error.to_problem(instance=f"/v1/runs/{record.run_id}")
+        record.updated_at = self._clock.now()
+        await self._audit.write(ctx, "error", {"stage": "run", "error_type": error.slug, "detail": error.detail})
+        await self._store.save_run(record)

@@ -1,0 +1,237 @@
+"""The ``raygent`` command line. Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+
+No command prints a traceback: errors are one plain message (set ``RAYGENT_DEBUG=1`` to see the trace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from raygent.core.config import Fleet
+from raygent.core.errors import ConfigError, RaygentError
+from raygent.core.fleetfile import check_fleet_file
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="raygent",
+    help="Governed enterprise AI agents on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+audit_app = typer.Typer(help="Query and verify the tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_FLEET = Path(__file__).resolve().parent.parent / "examples" / "support_desk" / "fleet.yaml"
+
+FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Fleet file (YAML).")]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="Where the store and state files go (default: beside the fleet).")
+]
+
+
+class CliExit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise CliExit(code)
+
+
+def _load(path: Path, state_dir: Path | None) -> Fleet:
+    fleet, issues = check_fleet_file(path, state_dir=state_dir)
+    if fleet is None:
+        for issue in issues:
+            err.print(str(issue), highlight=False, soft_wrap=True)
+        _fail(f"{len(issues)} problem(s) in {path}; fix them and try again (raygent check {path})", 2)
+    return fleet
+
+
+@app.command()
+def check(file: Annotated[Path, typer.Argument(help="Fleet file to validate.")]) -> None:
+    """Validate a fleet file; every problem is printed as file:line:column: sentence."""
+    fleet, issues = check_fleet_file(file)
+    if fleet is None:
+        for issue in issues:
+            out.print(str(issue), highlight=False, soft_wrap=True)
+        err.print(f"{len(issues)} problem(s) found", highlight=False)
+        raise CliExit(2)
+    out.print(
+        f"{file}: ok — {len(fleet.agents)} agents, {len(fleet.tools)} tools, {len(fleet.models)} models",
+        highlight=False,
+    )
+
+
+@app.command()
+def up(
+    file: Annotated[Path, typer.Argument(help="Fleet file to serve.")] = DEFAULT_FLEET,
+    host: Annotated[str | None, typer.Option(help="Bind address (default from the fleet file).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default from the fleet file).", min=1, max=65535)] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Serve a fleet on local Ray with embedded defaults (SQLite, offline models) until Ctrl-C."""
+    from raygent.serve.runtime import install_shutdown_handlers, start_local
+
+    fleet = _load(file, state_dir)
+    out.print(f"starting fleet [bold]{fleet.name}[/bold] on local Ray …", highlight=False)
+    started = time.monotonic()
+    install_shutdown_handlers()
+    local = start_local(fleet, host=host, port=port)
+    base = local.base_url
+    first = next(iter(fleet.agents))
+    table = Table(title=f"raygent · {fleet.name} · ready in {time.monotonic() - started:.1f} s", show_header=False)
+    table.add_row("runs", f"{base}/v1/agents/{{agent}}/runs   agents: {', '.join(fleet.agents)}")
+    table.add_row("run status", f"{base}/v1/runs/{{run_id}}")
+    table.add_row("OpenAPI", f"{base}/openapi.json   docs: {base}/docs")
+    table.add_row("health", f"{base}/healthz   {base}/readyz")
+    table.add_row("state", str(fleet.state_path(".")))
+    out.print(table)
+    out.print(
+        f"try: curl -s {base}/v1/agents/{first}/runs -H 'content-type: application/json' "
+        f"-d '{{\"input\": \"where is order 1042?\"}}'",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)
+
+
+@app.command()
+def run(
+    agent: Annotated[str, typer.Argument(help="Agent to run.")],
+    text: Annotated[str, typer.Argument(metavar="INPUT", help="The user's message.")],
+    fleet_file: FleetOpt = DEFAULT_FLEET,
+    session: Annotated[str | None, typer.Option("--session", help="Session id to continue.")] = None,
+    state_dir: StateOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON.")] = False,
+) -> None:
+    """Run one agent request on local Ray, without HTTP (same actors, audit and spans as over HTTP)."""
+    from raygent.core.ids import new_id
+    from raygent.core.runs import RunInput, RunOutput
+    from raygent.serve.runtime import install_shutdown_handlers, start_local, stop_local
+
+    fleet = _load(fleet_file, state_dir)
+    if agent not in fleet.agents:
+        _fail(f"there is no agent {agent!r} in {fleet_file} (agents: {', '.join(fleet.agents)})", 2)
+    spec = fleet.agents[agent]
+    if not text.strip() or len(text) > spec.max_input_chars:
+        _fail(f"INPUT must be 1 to {spec.max_input_chars} characters", 2)
+    install_shutdown_handlers()
+    err.print(f"starting fleet {fleet.name} on local Ray …", highlight=False)
+    try:
+        local = start_local(fleet, http=False)
+        req = RunInput(
+            run_id=new_id("run"),
+            agent=agent,
+            input=text,
+            session_id=session or new_id("ses"),
+            deadline_ts=time.time() + spec.deadline_s,
+        )
+
+        async def go() -> RunOutput:
+            result: RunOutput = await local.agent_handle(agent).run.remote(req)
+            return result
+
+        result = asyncio.run(go())
+    finally:
+        stop_local()
+    if as_json:
+        out.print_json(data=result.to_json())
+    elif result.status == "completed":
+        out.print(result.output or "", highlight=False)
+        err.print(
+            f"run {result.run_id} · session {result.session_id} · {result.input_tokens}+{result.output_tokens} tokens"
+            f" · ${result.cost_usd:.6f}",
+            highlight=False,
+        )
+    if result.status != "completed":
+        detail = (result.error or {}).get("detail", result.status)
+        _fail(f"run {result.run_id} {result.status}: {detail}")
+
+
+def _store(fleet_file: Path, state_dir: Path | None) -> Any:
+    from raygent.core.store import open_store
+
+    return open_store(_load(fleet_file, state_dir))
+
+
+@audit_app.command("verify")
+def audit_verify(fleet_file: FleetOpt = DEFAULT_FLEET, state_dir: StateOpt = None) -> None:
+    """Recompute the hash chain; names the first bad record."""
+    store = _store(fleet_file, state_dir)
+    result = asyncio.run(store.verify_audit())
+    if result.ok:
+        out.print(f"audit trail ok: {result.records_checked} records, chain intact", highlight=False)
+        return
+    _fail(f"audit trail broken at seq {result.first_bad_seq}: {result.reason}")
+
+
+@audit_app.command("query")
+def audit_query(
+    fleet_file: FleetOpt = DEFAULT_FLEET,
+    state_dir: StateOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run")] = None,
+    agent: Annotated[str | None, typer.Option("--agent")] = None,
+    tool: Annotated[str | None, typer.Option("--tool")] = None,
+    kind: Annotated[str | None, typer.Option("--kind")] = None,
+    since: Annotated[float | None, typer.Option("--since", help="Epoch seconds.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Print matching audit records as NDJSON."""
+    from raygent.core.store.base import AuditQuery
+
+    store = _store(fleet_file, state_dir)
+    query = AuditQuery(run_id=run_id, agent=agent, tool=tool, kind=kind, since_ts=since, limit=limit)
+    for record in asyncio.run(store.query_audit(query)):
+        sys.stdout.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+
+
+def main() -> None:
+    """Entry point: maps every failure to a message and an exit code, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except CliExit as exc:
+        sys.exit(exc.code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        sys.exit(2)
+    except RaygentError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.UsageError) else 1)
+        if os.environ.get("RAYGENT_DEBUG") == "1":
+            raise
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
