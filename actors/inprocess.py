@@ -38,7 +38,9 @@ class InProcessFleet:
         gateway = ToolGateway(fleet, invoker=self, clock=clock)
         tool_chain = build_tool_chain(gateway, store=store, tracer=tracer, clock=clock)
         self._loops = {
-            name: AgentLoop(fleet, name, store=store, model=model_chain, tools=tool_chain, tracer=tracer, clock=clock)
+            name: AgentLoop(
+                fleet, name, store=store, model=model_chain, tools=tool_chain, tracer=tracer, clock=clock
+            )
             for name in fleet.agents
         }
 

@@ -8,6 +8,7 @@ calls to a :class:`ToolStage` (the gateway, likewise); the loop itself never exe
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from string import Template
 from typing import Any
@@ -33,7 +34,7 @@ from raygent.telemetry.propagation import context_from_traceparent, trace_id_hex
 
 __all__ = ["AgentLoop", "RenderedPrompt", "render_prompt", "tool_schemas", "trim_history"]
 
-_SESSION_WRITE_ATTEMPTS = 5
+_SESSION_WRITE_ATTEMPTS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,8 @@ class AgentLoop:
         self._check_delegation(req)
         if len(req.input) > self._spec.max_input_chars:
             raise InputTooLongError(
-                f"input has {len(req.input)} characters; agent {self._agent!r} accepts {self._spec.max_input_chars}"
+                f"input has {len(req.input)} characters; "
+                f"agent {self._agent!r} accepts {self._spec.max_input_chars}"
             )
         session = await self._store.get_session(req.session_id)
         history = [Message.from_dict(m) for m in (session.messages if session else [])]
@@ -253,11 +255,15 @@ class AgentLoop:
             new_messages.append(Message(role="assistant", content=out.text, tool_calls=calls))
             for tool_call in calls:
                 new_messages.append(await self._call_tool(step_ctx, record, tool_call))
-        raise MaxStepsExceededError(f"agent {self._agent!r} did not answer within {self._spec.max_steps} steps")
+        raise MaxStepsExceededError(
+            f"agent {self._agent!r} did not answer within {self._spec.max_steps} steps"
+        )
 
     async def _call_tool(self, ctx: CallContext, record: RunRecord, call: ToolCall) -> Message:
         try:
-            out = await asyncio.wait_for(self._tools.call_tool(ToolCallInput(ctx, call)), self._remaining_s(ctx))
+            out = await asyncio.wait_for(
+                self._tools.call_tool(ToolCallInput(ctx, call)), self._remaining_s(ctx)
+            )
         except TimeoutError:
             raise DeadlineExceededError(f"agent {self._agent!r} ran past its deadline") from None
         self._account(record, out.usage, out.cost_usd)
@@ -297,7 +303,7 @@ class AgentLoop:
 
     async def _save_session(self, session_id: str, appended: list[dict[str, Any]]) -> None:
         """Append this run's turn to the session, retrying on a concurrent writer (compare-and-set)."""
-        for _ in range(_SESSION_WRITE_ATTEMPTS):
+        for attempt in range(_SESSION_WRITE_ATTEMPTS):
             current = await self._store.get_session(session_id)
             base = current or SessionContext(session_id=session_id)
             messages = trim_history([*base.messages, *appended], self._spec.max_history_messages)
@@ -306,7 +312,8 @@ class AgentLoop:
                 await self._store.put_session(updated, expected_version=base.version)
                 return
             except ConflictError:
-                continue
+                # Jittered backoff so concurrent turns on one session interleave instead of colliding again.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise ConflictError(f"session {session_id!r} is being changed by too many runs at once; try again")
 
     async def _fail(self, ctx: CallContext, record: RunRecord, exc: Exception) -> None:
@@ -314,5 +321,7 @@ class AgentLoop:
         record.status = "timed_out" if isinstance(error, DeadlineExceededError) else "failed"
         record.error = error.to_problem(instance=f"/v1/runs/{record.run_id}")
         record.updated_at = self._clock.now()
-        await self._audit.write(ctx, "error", {"stage": "run", "error_type": error.slug, "detail": error.detail})
+        await self._audit.write(
+            ctx, "error", {"stage": "run", "error_type": error.slug, "detail": error.detail}
+        )
         await self._store.save_run(record)

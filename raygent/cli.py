@@ -6,10 +6,12 @@ No command prints a traceback: errors are one plain message (set ``RAYGENT_DEBUG
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -20,6 +22,7 @@ from rich.table import Table
 from raygent.core.config import Fleet
 from raygent.core.errors import ConfigError, RaygentError
 from raygent.core.fleetfile import check_fleet_file
+from raygent.core.runs import RunInput, RunOutput
 
 __all__ = ["app", "main"]
 
@@ -40,7 +43,8 @@ DEFAULT_FLEET = Path(__file__).resolve().parent.parent / "examples" / "support_d
 
 FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Fleet file (YAML).")]
 StateOpt = Annotated[
-    Path | None, typer.Option("--state-dir", help="Where the store and state files go (default: beside the fleet).")
+    Path | None,
+    typer.Option("--state-dir", help="Where the store and state files go (default: beside the fleet)."),
 ]
 
 
@@ -82,7 +86,9 @@ def check(file: Annotated[Path, typer.Argument(help="Fleet file to validate.")])
 def up(
     file: Annotated[Path, typer.Argument(help="Fleet file to serve.")] = DEFAULT_FLEET,
     host: Annotated[str | None, typer.Option(help="Bind address (default from the fleet file).")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default from the fleet file).", min=1, max=65535)] = None,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port (default from the fleet file).", min=1, max=65535)
+    ] = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Serve a fleet on local Ray with embedded defaults (SQLite, offline models) until Ctrl-C."""
@@ -95,7 +101,9 @@ def up(
     local = start_local(fleet, host=host, port=port)
     base = local.base_url
     first = next(iter(fleet.agents))
-    table = Table(title=f"raygent · {fleet.name} · ready in {time.monotonic() - started:.1f} s", show_header=False)
+    table = Table(
+        title=f"raygent · {fleet.name} · ready in {time.monotonic() - started:.1f} s", show_header=False
+    )
     table.add_row("runs", f"{base}/v1/agents/{{agent}}/runs   agents: {', '.join(fleet.agents)}")
     table.add_row("run status", f"{base}/v1/runs/{{run_id}}")
     table.add_row("OpenAPI", f"{base}/openapi.json   docs: {base}/docs")
@@ -104,7 +112,7 @@ def up(
     out.print(table)
     out.print(
         f"try: curl -s {base}/v1/agents/{first}/runs -H 'content-type: application/json' "
-        f"-d '{{\"input\": \"where is order 1042?\"}}'",
+        f'-d \'{{"input": "where is order 1042?"}}\'',
         highlight=False,
         soft_wrap=True,
     )
@@ -123,9 +131,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole run as JSON.")] = False,
 ) -> None:
     """Run one agent request on local Ray, without HTTP (same actors, audit and spans as over HTTP)."""
-    from raygent.core.ids import new_id
-    from raygent.core.runs import RunInput, RunOutput
-    from raygent.serve.runtime import install_shutdown_handlers, start_local, stop_local
+    from raygent.serve.runtime import install_shutdown_handlers
 
     fleet = _load(fleet_file, state_dir)
     if agent not in fleet.agents:
@@ -135,35 +141,58 @@ def run(
         _fail(f"INPUT must be 1 to {spec.max_input_chars} characters", 2)
     install_shutdown_handlers()
     err.print(f"starting fleet {fleet.name} on local Ray …", highlight=False)
-    try:
-        local = start_local(fleet, http=False)
-        req = RunInput(
-            run_id=new_id("run"),
-            agent=agent,
-            input=text,
-            session_id=session or new_id("ses"),
-            deadline_ts=time.time() + spec.deadline_s,
-        )
-
-        async def go() -> RunOutput:
-            result: RunOutput = await local.agent_handle(agent).run.remote(req)
-            return result
-
-        result = asyncio.run(go())
-    finally:
-        stop_local()
+    # Ray writes its own notices to stdout; keep stdout for the result alone (it may be piped as JSON).
+    with _stdout_to_stderr():
+        result = _run_once(fleet, agent, text, session)
     if as_json:
-        out.print_json(data=result.to_json())
+        # Plain JSON, never re-wrapped or coloured, so it can be piped into another program.
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     elif result.status == "completed":
         out.print(result.output or "", highlight=False)
         err.print(
-            f"run {result.run_id} · session {result.session_id} · {result.input_tokens}+{result.output_tokens} tokens"
-            f" · ${result.cost_usd:.6f}",
+            f"run {result.run_id} · session {result.session_id} · "
+            f"{result.input_tokens}+{result.output_tokens} tokens · ${result.cost_usd:.6f}",
             highlight=False,
         )
     if result.status != "completed":
         detail = (result.error or {}).get("detail", result.status)
         _fail(f"run {result.run_id} {result.status}: {detail}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run_once(fleet: Fleet, agent: str, text: str, session: str | None) -> RunOutput:
+    from raygent.core.ids import new_id
+    from raygent.serve.runtime import start_local, stop_local
+
+    req = RunInput(
+        run_id=new_id("run"),
+        agent=agent,
+        input=text,
+        session_id=session or new_id("ses"),
+        deadline_ts=time.time() + fleet.agents[agent].deadline_s,
+    )
+    try:
+        local = start_local(fleet, http=False)
+
+        async def go() -> RunOutput:
+            result: RunOutput = await local.agent_handle(agent).run.remote(req)
+            return result
+
+        return asyncio.run(go())
+    finally:
+        stop_local()
 
 
 def _store(fleet_file: Path, state_dir: Path | None) -> Any:

@@ -20,7 +20,9 @@ __all__ = ["RouterActor", "build_model_chain"]
 
 def build_model_chain(router: Router, *, store: Store, tracer: Tracer, clock: Clock) -> ModelStage:
     """The one model-call chain: tracing outermost (it times everything), then audit, then the router."""
-    return chain_model(router, [TracingModelInterceptor(tracer), AuditModelInterceptor(AuditWriter(store, clock))])
+    return chain_model(
+        router, [TracingModelInterceptor(tracer), AuditModelInterceptor(AuditWriter(store, clock))]
+    )
 
 
 class RouterActor:

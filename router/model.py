@@ -13,7 +13,15 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from raygent.core.messages import Message, ToolCall, ToolSchema, Usage
 
-__all__ = ["FinishReason", "Model", "ModelRequest", "ModelResponse", "StreamDelta", "StreamDone", "StreamEvent"]
+__all__ = [
+    "FinishReason",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "StreamDelta",
+    "StreamDone",
+    "StreamEvent",
+]
 
 FinishReason = Literal["stop", "tool_calls", "length", "error"]
 

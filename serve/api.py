@@ -45,7 +45,9 @@ _RUNS_PATH = "/v1/agents/{agent}/runs"
 class ApiService:
     """What the HTTP routes do, independent of the web framework and of Ray."""
 
-    def __init__(self, fleet: Fleet, *, store: Store, invoker: AgentInvoker, clock: Clock, tracer: Tracer) -> None:
+    def __init__(
+        self, fleet: Fleet, *, store: Store, invoker: AgentInvoker, clock: Clock, tracer: Tracer
+    ) -> None:
         self.fleet = fleet
         self.store = store
         self.invoker = invoker
@@ -69,14 +71,18 @@ class ApiService:
     def parse_run_request(self, agent: str, body: bytes) -> RunRequest:
         spec = self.fleet.agents.get(agent)
         if spec is None:
-            raise NotFoundError(f"there is no agent named {agent!r}", extra={"agents": sorted(self.fleet.agents)})
+            raise NotFoundError(
+                f"there is no agent named {agent!r}", extra={"agents": sorted(self.fleet.agents)}
+            )
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            where = (
+                f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            )
             raise BadRequestError(f"request body is not valid JSON{where}") from None
         if not isinstance(data, dict):
-            raise ValidationFailedError("request body must be a JSON object like {\"input\": \"…\"}")
+            raise ValidationFailedError('request body must be a JSON object like {"input": "…"}')
         try:
             req = RunRequest.model_validate(data)
         except ValidationError as exc:
@@ -85,10 +91,13 @@ class ApiService:
                 for e in exc.errors(include_url=False)
             ]
             first = errors[0]
-            raise ValidationFailedError(f"{first['loc']}: {first['message']}", extra={"errors": errors}) from None
+            raise ValidationFailedError(
+                f"{first['loc']}: {first['message']}", extra={"errors": errors}
+            ) from None
         if len(req.input) > spec.max_input_chars:
             raise ValidationFailedError(
-                f"input has {len(req.input)} characters; agent {agent!r} accepts at most {spec.max_input_chars}"
+                f"input has {len(req.input)} characters; "
+                f"agent {agent!r} accepts at most {spec.max_input_chars}"
             )
         return req
 
@@ -115,7 +124,9 @@ class ApiService:
         except Exception:  # the rejection still goes out; the store failure is logged
             log.exception("could not audit a rejected request")
 
-    async def run_agent(self, agent: str, req: RunRequest, traceparent: str | None) -> tuple[int, dict[str, Any]]:
+    async def run_agent(
+        self, agent: str, req: RunRequest, traceparent: str | None
+    ) -> tuple[int, dict[str, Any]]:
         spec = self.fleet.agents[agent]
         run_id = new_id("run")
         session_id = req.session_id or new_id("ses")
@@ -176,7 +187,9 @@ def build_api(service: ApiService) -> FastAPI:
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(status_problem(500, "internal error; see the server log", instance=request.url.path))
+        return problem_response(
+            status_problem(500, "internal error; see the server log", instance=request.url.path)
+        )
 
     @api.post(
         _RUNS_PATH,

@@ -27,36 +27,32 @@ def build_app(fleet: Fleet, *, app_name: str | None = None) -> Application:
     server = fleet.server
     fanout = sum(a.max_ongoing_requests for a in fleet.agents.values())
     router = serve.deployment(
-        RouterActor,
         name="router",
         max_ongoing_requests=max(fanout, 1),
         max_queued_requests=-1,  # bounded upstream by the agents' own queues
         ray_actor_options={"num_cpus": server.router_num_cpus},
-    ).bind(fleet)
+    )(RouterActor).bind(fleet)
     gateway = serve.deployment(
-        GatewayActor,
         name="gateway",
         num_replicas=server.gateway_replicas,
         max_ongoing_requests=max(fanout, 1),
         max_queued_requests=-1,
         ray_actor_options={"num_cpus": server.gateway_num_cpus},
-    ).bind(fleet, name)
+    )(GatewayActor).bind(fleet, name)
     agents = {
         agent: serve.deployment(
-            AgentActor,
             name=agent_deployment_name(agent),
             num_replicas=spec.replicas,
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
             ray_actor_options={"num_cpus": spec.num_cpus},
-        ).bind(fleet, agent, router, gateway)
+        )(AgentActor).bind(fleet, agent, router, gateway)
         for agent, spec in fleet.agents.items()
     }
     ingress_cls = serve.ingress()(Ingress)
     return serve.deployment(
-        ingress_cls,
         name="ingress",
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
         ray_actor_options={"num_cpus": server.num_cpus},
-    ).bind(fleet, agents)
+    )(ingress_cls).bind(fleet, agents)

@@ -36,7 +36,9 @@ def problem_response(
     out_headers = dict(headers or {})
     if retry_after_s is not None:
         out_headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
-    return JSONResponse(problem, status_code=int(problem["status"]), media_type=PROBLEM_JSON, headers=out_headers)
+    return JSONResponse(
+        problem, status_code=int(problem["status"]), media_type=PROBLEM_JSON, headers=out_headers
+    )
 
 
 def status_problem(status: int, detail: str, *, instance: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -54,6 +56,7 @@ def status_problem(status: int, detail: str, *, instance: str | None = None, **e
 
 
 def error_response(err: RaygentError, *, instance: str | None = None) -> JSONResponse:
-    retry = err.retry_after_s if err.retry_after_s is not None else (1.0 if err.status in (429, 503) else None)
+    retry = (
+        err.retry_after_s if err.retry_after_s is not None else (1.0 if err.status in (429, 503) else None)
+    )
     return problem_response(err.to_problem(instance=instance), retry_after_s=retry)
-

@@ -8,6 +8,7 @@ can leave worker processes behind.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -56,7 +57,7 @@ def _init_ray(num_cpus: int | None) -> None:
             address="local",
             include_dashboard=False,
             num_cpus=num_cpus,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             log_to_driver=os.environ.get("RAYGENT_RAY_LOGS", "0") == "1",
         )
 

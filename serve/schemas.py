@@ -15,7 +15,9 @@ class RunRequest(BaseModel):
     input: str = Field(min_length=1, description="The user's message to the agent.")
     session_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_.:/-]{1,128}$",
+        # No '/': delegated agents keep their context under "<session>/<agent>", which callers must not
+        # address directly.
+        pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
         description="Continue this session's context; a new session is started when omitted.",
     )
     mode: Literal["sync"] = Field(default="sync", description="Only sync runs are served by this version.")

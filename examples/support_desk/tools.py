@@ -51,7 +51,16 @@ def issue_refund(ctx: ToolContext, *, order_id: str, amount_usd: float, reason: 
     with closing(_ledger(ctx)) as conn, conn:
         conn.execute(
             "INSERT OR IGNORE INTO refunds VALUES (?,?,?,?,?,?,?,?)",
-            (ctx.idempotency_key, refund_id, order_id, amount_usd, reason, ctx.agent, ctx.run_id, time.time()),
+            (
+                ctx.idempotency_key,
+                refund_id,
+                order_id,
+                amount_usd,
+                reason,
+                ctx.agent,
+                ctx.run_id,
+                time.time(),
+            ),
         )
         row = conn.execute(
             "SELECT refund_id, amount_usd FROM refunds WHERE idempotency_key=?", (ctx.idempotency_key,)

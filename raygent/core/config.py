@@ -273,43 +273,41 @@ class ConfigIssue(BaseModel):
     message: str
 
 
+def _agent_issues(fleet: Fleet, name: str, agent: AgentSpec) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    here = ("agents", name)
+    prompt_id, version = parse_prompt_ref(agent.prompt)
+    if prompt_id not in fleet.prompts:
+        issues.append(ConfigIssue(loc=(*here, "prompt"), message=f"unknown prompt {prompt_id!r}"))
+    elif version not in fleet.prompts[prompt_id].versions:
+        known = ", ".join(sorted(fleet.prompts[prompt_id].versions))
+        message = f"prompt {prompt_id!r} has no version {version!r} (known: {known})"
+        issues.append(ConfigIssue(loc=(*here, "prompt"), message=message))
+    if not any(m.tier == agent.tier for m in fleet.models.values()):
+        message = f"no model has tier {agent.tier!r}; the agent would have nothing to run on"
+        issues.append(ConfigIssue(loc=(*here, "tier"), message=message))
+    for index, tool_name in enumerate(agent.tools):
+        if tool_name not in fleet.tools:
+            issues.append(ConfigIssue(loc=(*here, "tools", index), message=f"unknown tool {tool_name!r}"))
+    return issues
+
+
 def cross_check(fleet: Fleet) -> list[ConfigIssue]:
     """Reference checks a field validator cannot do: every name used must be defined."""
     issues: list[ConfigIssue] = []
     for agent_name, agent in fleet.agents.items():
-        prompt_id, version = parse_prompt_ref(agent.prompt)
-        if prompt_id not in fleet.prompts:
-            issues.append(ConfigIssue(loc=("agents", agent_name, "prompt"), message=f"unknown prompt {prompt_id!r}"))
-        elif version not in fleet.prompts[prompt_id].versions:
-            known = ", ".join(sorted(fleet.prompts[prompt_id].versions))
-            issues.append(
-                ConfigIssue(
-                    loc=("agents", agent_name, "prompt"),
-                    message=f"prompt {prompt_id!r} has no version {version!r} (known: {known})",
-                )
-            )
-        if not any(m.tier == agent.tier for m in fleet.models.values()):
-            issues.append(
-                ConfigIssue(
-                    loc=("agents", agent_name, "tier"),
-                    message=f"no model has tier {agent.tier!r}; the agent would have nothing to run on",
-                )
-            )
-        for index, tool in enumerate(agent.tools):
-            if tool not in fleet.tools:
-                issues.append(ConfigIssue(loc=("agents", agent_name, "tools", index), message=f"unknown tool {tool!r}"))
+        issues.extend(_agent_issues(fleet, agent_name, agent))
     for tool_name, tool in fleet.tools.items():
         if isinstance(tool, AgentToolSpec) and tool.agent not in fleet.agents:
-            issues.append(ConfigIssue(loc=("tools", tool_name, "agent"), message=f"unknown agent {tool.agent!r}"))
+            issues.append(
+                ConfigIssue(loc=("tools", tool_name, "agent"), message=f"unknown agent {tool.agent!r}")
+            )
     for model_name, model in fleet.models.items():
-        if isinstance(model, OfflineModelSpec):
-            for index, rule in enumerate(model.rules):
-                for field, ref in (("call", rule.call), ("after_tool", rule.after_tool)):
-                    if ref is not None and ref not in fleet.tools:
-                        issues.append(
-                            ConfigIssue(
-                                loc=("models", model_name, "rules", index, field),
-                                message=f"unknown tool {ref!r}",
-                            )
-                        )
+        if not isinstance(model, OfflineModelSpec):
+            continue
+        for index, rule in enumerate(model.rules):
+            for field, ref in (("call", rule.call), ("after_tool", rule.after_tool)):
+                if ref is not None and ref not in fleet.tools:
+                    loc = ("models", model_name, "rules", index, field)
+                    issues.append(ConfigIssue(loc=loc, message=f"unknown tool {ref!r}"))
     return issues

@@ -90,7 +90,10 @@ class RaygentError(Exception):
             doc["instance"] = instance
         if self.retry_after_s is not None:
             doc["retry_after_s"] = self.retry_after_s
-        doc.update(self.extra)
+        # Extension members never replace the standard ones: a stray 'status' in extra would make the
+        # document disagree with the HTTP status it is sent with.
+        for key, value in self.extra.items():
+            doc.setdefault(key, value)
         return doc
 
 

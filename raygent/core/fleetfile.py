@@ -42,34 +42,56 @@ class FleetFileError(ConfigError):
         self.issues = list(issues or [])
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_fleet_error, (self.detail, self.issues))
+        fields = (self.detail, self.issues, self.retryable, self.retry_after_s, self.extra)
+        return (_rebuild_fleet_error, fields)
 
 
-def _rebuild_fleet_error(detail: str, issues: list[LocatedIssue]) -> FleetFileError:
-    return FleetFileError(detail, issues=issues)
+def _rebuild_fleet_error(
+    detail: str,
+    issues: list[LocatedIssue],
+    retryable: bool = False,
+    retry_after_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> FleetFileError:
+    return FleetFileError(
+        detail, issues=issues, retryable=retryable, retry_after_s=retry_after_s, extra=extra
+    )
 
 
 def _key(node: yaml.Node) -> str:
     return str(node.value) if isinstance(node, yaml.ScalarNode) else "?"
 
 
-def _find(root: yaml.Node, loc: tuple[str | int, ...]) -> tuple[yaml.Node, bool]:
-    """The node at ``loc``, or the deepest existing ancestor (second item False then)."""
+def _kind(node: yaml.MappingNode) -> str | None:
+    return next((_key(v) for k, v in node.value if _key(k) == "kind"), None)
+
+
+def _find(
+    root: yaml.Node, loc: tuple[str | int, ...], *, at_key: bool = False
+) -> tuple[yaml.Node, bool, tuple[str | int, ...]]:
+    """The node at ``loc``, or the deepest existing ancestor (second item False then), and the key path
+    as the file spells it (without the tags discriminated unions add). With ``at_key`` the last part's
+    key node is returned instead of its value (an unknown key is reported where the key is written)."""
     node = root
-    for part in loc:
+    path: list[str | int] = []
+    for index, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if _key(key_node) == str(part):
-                    node = value_node
+                    node = key_node if at_key and index == len(loc) - 1 else value_node
                     break
             else:
-                # A discriminated union adds its tag to the location ('python'): skip such parts.
+                # A discriminated union adds its tag to the location ('python'): skip such parts. A
+                # missing key also ends up here; the parent mapping is then the nearest node.
+                if _kind(node) != str(part):
+                    path.append(part)
                 continue
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             node = node.value[part]
         else:
-            return node, False
-    return node, True
+            return node, False, (*path, *loc[index:])
+        path.append(part)
+    return node, True, tuple(path)
 
 
 def _duplicate_keys(node: yaml.Node, file: str) -> list[LocatedIssue]:
@@ -95,15 +117,14 @@ def _plain(message: str) -> str:
 
 
 def _locate(root: yaml.Node, file: str, issue: ConfigIssue) -> LocatedIssue:
-    node, exact = _find(root, issue.loc)
+    node, exact, path = _find(root, issue.loc, at_key=issue.message == _UNKNOWN_KEY)
     mark = node.start_mark
-    where = ".".join(str(p) for p in issue.loc) or "the file"
-    message = issue.message
-    if not exact and issue.loc:
-        message = f"{message} (at {where})"
-    else:
-        message = f"{where}: {message}"
+    where = ".".join(str(p) for p in path) or "the file"
+    message = f"{issue.message} (at {where})" if not exact and issue.loc else f"{where}: {issue.message}"
     return LocatedIssue(file, mark.line + 1, mark.column + 1, message)
+
+
+_UNKNOWN_KEY = "unknown key (not allowed here; check the spelling)"
 
 
 def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
@@ -112,7 +133,7 @@ def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
         loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
         msg = _plain(err["msg"])
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here; check the spelling)"
+            msg = _UNKNOWN_KEY
         elif err["type"] == "missing":
             msg = "required key is missing"
         out.append(ConfigIssue(loc=loc, message=msg))
@@ -147,8 +168,23 @@ def check_fleet_file(
     except yaml.YAMLError as exc:
         return None, [LocatedIssue(file, 0, 0, f"not valid YAML: {exc}")]
     if root is None or not isinstance(data, dict):
-        return None, [LocatedIssue(file, 1, 1, "the fleet file must be a YAML mapping (name, models, agents, …)")]
+        return None, [
+            LocatedIssue(file, 1, 1, "the fleet file must be a YAML mapping (name, models, agents, …)")
+        ]
     issues = _duplicate_keys(root, file)
+    for key_node, _ in root.value if isinstance(root, yaml.MappingNode) else []:
+        if _key(key_node) in ("base_dir", "state_dir"):
+            # Set by the loader below; accepting them from the file would silently ignore the value.
+            mark = key_node.start_mark
+            issues.append(
+                LocatedIssue(
+                    file,
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"{_key(key_node)}: unknown key "
+                    "(set by the loader: use the state_dir argument or RAYGENT_STATE_DIR)",
+                )
+            )
     data["base_dir"] = str(Path(path).resolve().parent)
     state = state_dir or os.environ.get("RAYGENT_STATE_DIR")
     data["state_dir"] = str(Path(state).resolve()) if state else ""

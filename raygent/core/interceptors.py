@@ -84,7 +84,7 @@ class ToolCallOutput:
     is_error: bool = False
     latency_s: float = 0.0
     # Usage and cost spent below this call (a delegated agent's model calls).
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
 
 

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from raygent.core.errors import OverloadedError, RaygentError
-from raygent.core.interceptors import ModelCallInput, ModelCallOutput, ModelStage, ToolCallInput, ToolCallOutput, ToolStage
+from raygent.core.interceptors import (
+    ModelCallInput,
+    ModelCallOutput,
+    ModelStage,
+    ToolCallInput,
+    ToolCallOutput,
+    ToolStage,
+)
 from raygent.core.runs import RunInput, RunOutput
 
 __all__ = ["RemoteAgentInvoker", "RemoteModelStage", "RemoteToolStage", "unwrap_remote_error"]

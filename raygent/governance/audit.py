@@ -120,7 +120,9 @@ class AuditToolInterceptor(ToolInterceptor):
             out = await self.next.call_tool(inp)
         except BaseException as exc:
             await self._writer.write(
-                ctx, "error", {"stage": "tool_call", "tool": call.name, "call_id": call.id, **_error_payload(exc)}
+                ctx,
+                "error",
+                {"stage": "tool_call", "tool": call.name, "call_id": call.id, **_error_payload(exc)},
             )
             raise
         await self._writer.write(

@@ -130,7 +130,9 @@ class ToolGateway(ToolStage):
             input=str(inp.call.arguments.get("input", "")),
             # The callee keeps its own context per conversation of the caller.
             session_id=f"{ctx.session_id}/{spec.agent}",
-            deadline_ts=ctx.deadline_ts if ctx.deadline_ts is not None else self._clock.now() + spec.timeout_s,
+            deadline_ts=ctx.deadline_ts
+            if ctx.deadline_ts is not None
+            else self._clock.now() + spec.timeout_s,
             traceparent=ctx.traceparent,
             caller_chain=chain,
         )

@@ -23,7 +23,9 @@ __all__ = ["GatewayActor", "agent_deployment_name", "build_tool_chain"]
 
 def build_tool_chain(gateway: ToolGateway, *, store: Store, tracer: Tracer, clock: Clock) -> ToolStage:
     """The one tool-call chain: tracing outermost, then audit, then the gateway's checks and execution."""
-    return chain_tool(gateway, [TracingToolInterceptor(tracer), AuditToolInterceptor(AuditWriter(store, clock))])
+    return chain_tool(
+        gateway, [TracingToolInterceptor(tracer), AuditToolInterceptor(AuditWriter(store, clock))]
+    )
 
 
 def agent_deployment_name(agent: str) -> str:

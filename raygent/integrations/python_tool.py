@@ -65,7 +65,9 @@ class PythonToolLoader:
         except FileNotFoundError:
             raise ToolLoadError(f"tool module {target!r} does not exist") from None
         except Exception as exc:
-            raise ToolLoadError(f"tool module {target!r} failed to import: {type(exc).__name__}: {exc}") from None
+            raise ToolLoadError(
+                f"tool module {target!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from None
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise ToolLoadError(f"tool module {target!r} has no function {attr!r}")

@@ -184,7 +184,7 @@ class Store(Protocol):
     async def get_session(self, session_id: str) -> SessionContext | None: ...
 
     async def put_session(self, ctx: SessionContext, *, expected_version: int) -> SessionContext:
-        """Write if the stored version equals ``expected_version``; else ConflictError. Returns the new ctx."""
+        """Write if the stored version is ``expected_version`` (else ConflictError); returns the new ctx."""
         ...
 
     async def create_run(self, run: RunRecord) -> None:
