@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,18 @@ from raygent.core.errors import ConfigError, RaygentError
 from raygent.core.fleetfile import check_fleet_file
 from raygent.core.runs import RunInput, RunOutput
 
-__all__ = ["app", "main"]
+__all__ = [
+    "DEFAULT_FLEET",
+    "CliExit",
+    "FleetOpt",
+    "StateOpt",
+    "app",
+    "err",
+    "fail",
+    "load_fleet_or_exit",
+    "main",
+    "out",
+]
 
 app = typer.Typer(
     name="raygent",
@@ -33,13 +44,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-audit_app = typer.Typer(help="Query and verify the tamper-evident audit trail.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
 
 out = Console()
 err = Console(stderr=True)
 
-DEFAULT_FLEET = Path(__file__).resolve().parent.parent / "examples" / "support_desk" / "fleet.yaml"
+DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "examples" / "support_desk" / "fleet.yaml"
 
 FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="Fleet file (YAML).")]
 StateOpt = Annotated[
@@ -53,17 +62,17 @@ class CliExit(Exception):
         self.code = code
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise CliExit(code)
 
 
-def _load(path: Path, state_dir: Path | None) -> Fleet:
+def load_fleet_or_exit(path: Path, state_dir: Path | None) -> Fleet:
     fleet, issues = check_fleet_file(path, state_dir=state_dir)
     if fleet is None:
         for issue in issues:
             err.print(str(issue), highlight=False, soft_wrap=True)
-        _fail(f"{len(issues)} problem(s) in {path}; fix them and try again (raygent check {path})", 2)
+        fail(f"{len(issues)} problem(s) in {path}; fix them and try again (raygent check {path})", 2)
     return fleet
 
 
@@ -94,7 +103,7 @@ def up(
     """Serve a fleet on local Ray with embedded defaults (SQLite, offline models) until Ctrl-C."""
     from raygent.serve.runtime import install_shutdown_handlers, start_local
 
-    fleet = _load(file, state_dir)
+    fleet = load_fleet_or_exit(file, state_dir)
     out.print(f"starting fleet [bold]{fleet.name}[/bold] on local Ray …", highlight=False)
     started = time.monotonic()
     install_shutdown_handlers()
@@ -133,12 +142,12 @@ def run(
     """Run one agent request on local Ray, without HTTP (same actors, audit and spans as over HTTP)."""
     from raygent.serve.runtime import install_shutdown_handlers
 
-    fleet = _load(fleet_file, state_dir)
+    fleet = load_fleet_or_exit(fleet_file, state_dir)
     if agent not in fleet.agents:
-        _fail(f"there is no agent {agent!r} in {fleet_file} (agents: {', '.join(fleet.agents)})", 2)
+        fail(f"there is no agent {agent!r} in {fleet_file} (agents: {', '.join(fleet.agents)})", 2)
     spec = fleet.agents[agent]
     if not text.strip() or len(text) > spec.max_input_chars:
-        _fail(f"INPUT must be 1 to {spec.max_input_chars} characters", 2)
+        fail(f"INPUT must be 1 to {spec.max_input_chars} characters", 2)
     install_shutdown_handlers()
     err.print(f"starting fleet {fleet.name} on local Ray …", highlight=False)
     # Ray writes its own notices to stdout; keep stdout for the result alone (it may be piped as JSON).
@@ -156,7 +165,7 @@ def run(
         )
     if result.status != "completed":
         detail = (result.error or {}).get("detail", result.status)
-        _fail(f"run {result.run_id} {result.status}: {detail}")
+        fail(f"run {result.run_id} {result.status}: {detail}")
 
 
 @contextlib.contextmanager
@@ -195,43 +204,6 @@ def _run_once(fleet: Fleet, agent: str, text: str, session: str | None) -> RunOu
         stop_local()
 
 
-def _store(fleet_file: Path, state_dir: Path | None) -> Any:
-    from raygent.core.store import open_store
-
-    return open_store(_load(fleet_file, state_dir))
-
-
-@audit_app.command("verify")
-def audit_verify(fleet_file: FleetOpt = DEFAULT_FLEET, state_dir: StateOpt = None) -> None:
-    """Recompute the hash chain; names the first bad record."""
-    store = _store(fleet_file, state_dir)
-    result = asyncio.run(store.verify_audit())
-    if result.ok:
-        out.print(f"audit trail ok: {result.records_checked} records, chain intact", highlight=False)
-        return
-    _fail(f"audit trail broken at seq {result.first_bad_seq}: {result.reason}")
-
-
-@audit_app.command("query")
-def audit_query(
-    fleet_file: FleetOpt = DEFAULT_FLEET,
-    state_dir: StateOpt = None,
-    run_id: Annotated[str | None, typer.Option("--run")] = None,
-    agent: Annotated[str | None, typer.Option("--agent")] = None,
-    tool: Annotated[str | None, typer.Option("--tool")] = None,
-    kind: Annotated[str | None, typer.Option("--kind")] = None,
-    since: Annotated[float | None, typer.Option("--since", help="Epoch seconds.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
-) -> None:
-    """Print matching audit records as NDJSON."""
-    from raygent.core.store.base import AuditQuery
-
-    store = _store(fleet_file, state_dir)
-    query = AuditQuery(run_id=run_id, agent=agent, tool=tool, kind=kind, since_ts=since, limit=limit)
-    for record in asyncio.run(store.query_audit(query)):
-        sys.stdout.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
-
-
 def main() -> None:
     """Entry point: maps every failure to a message and an exit code, never a traceback."""
     try:
@@ -249,13 +221,13 @@ def main() -> None:
         err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
         sys.exit(1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        # Typer may ship its own copy of click, so its exceptions are recognised by shape, not class.
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else 1)
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         if os.environ.get("RAYGENT_DEBUG") == "1":
             raise
         err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
