@@ -394,13 +394,13 @@ _drafts = st.lists(
         session_id=st.just("s"),
         agent=st.sampled_from(["triage", "billing"]),
         identity=st.just("agent:x"),
-        payload=st.fixed_dictionaries(
-            {}, optional={"tool": st.sampled_from(["search", "refund"]), "x": _json}
-        ),
+        # Mostly with a "tool" field, so the tool filter has something to find.
+        payload=st.fixed_dictionaries({"tool": st.sampled_from(["search", "refund"])}, optional={"x": _json})
+        | st.fixed_dictionaries({}, optional={"x": _json}),
         trace_id=st.none() | st.just("t1"),
     ),
     min_size=1,  # the empty append is covered above; here it would only crowd out real ones
-    max_size=5,
+    max_size=8,
 )
 
 
