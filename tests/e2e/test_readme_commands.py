@@ -55,8 +55,28 @@ class Served:
     log: Path
 
 
+@dataclass(frozen=True)
+class CliRun:
+    result: dict[str, Any]
+    state_dir: Path
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """`raygent run` before `make up` starts, so two local Ray clusters never compete for the 2 cores."""
+    root = tmp_path_factory.mktemp("cli")
+    fleet = fleet_copy(root / "fleet")
+    state = root / "state"
+    done = subprocess.run(
+        [RAYGENT, "run", "support", QUESTION, "--fleet", str(fleet), "--state-dir", str(state), "--json"],
+        capture_output=True, text=True, timeout=300, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return CliRun(json.loads(done.stdout), state)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, cli_run: CliRun) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("up")
     fleet = fleet_copy(root / "fleet")
     state, port, log = root / "state", free_port(), root / "up.log"
@@ -160,15 +180,8 @@ def _span_shape(state: Path, trace_id: str) -> list[tuple[str, str, str, tuple[s
     )
 
 
-def test_cli_run_and_http_leave_the_same_audit_records_and_spans(served: Served, tmp_path: Path) -> None:
-    fleet = fleet_copy(tmp_path / "fleet")
-    cli_state = tmp_path / "cli-state"
-    done = subprocess.run(
-        [RAYGENT, "run", "support", QUESTION, "--fleet", str(fleet), "--state-dir", str(cli_state), "--json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    cli = json.loads(done.stdout)
+def test_cli_run_and_http_leave_the_same_audit_records_and_spans(served: Served, cli_run: CliRun) -> None:
+    cli, cli_state = cli_run.result, cli_run.state_dir
     http = httpx.post(
         f"{served.base_url}/v1/agents/support/runs", json={"input": QUESTION}, timeout=60
     ).json()

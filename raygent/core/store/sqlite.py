@@ -317,7 +317,11 @@ class SQLiteStore:
                     self._release(conn)
             except sqlite3.Error as exc:
                 if not _is_busy(exc):
-                    raise StoreError(f"SQLite store at {self.path} failed: {exc}") from exc
+                    # An I/O hiccup may pass; a constraint or schema error will fail the same way again.
+                    raise StoreError(
+                        f"SQLite store at {self.path} failed: {exc}",
+                        retryable=isinstance(exc, sqlite3.OperationalError),
+                    ) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise StoreError(
