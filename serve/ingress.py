@@ -8,8 +8,8 @@ from fastapi import FastAPI
 
 from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
-from raygent.core.remote import RemoteAgentInvoker
 from raygent.core.store import open_store
+from raygent.serve.agents import HandleAgentPort
 from raygent.serve.api import ApiService, build_api
 from raygent.telemetry.runtime import fleet_tracer
 
@@ -21,11 +21,10 @@ class Ingress:
 
     def __init__(self, fleet: Fleet, agents: dict[str, Any]) -> None:
         self._provider, tracer = fleet_tracer(fleet, "ingress")
-        handles = dict(agents)
         self._service = ApiService(
             fleet,
             store=open_store(fleet),
-            invoker=RemoteAgentInvoker(handles.__getitem__),
+            agents=HandleAgentPort(agents),
             clock=SystemClock(),
             tracer=tracer,
         )
@@ -33,3 +32,8 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Serve calls this after __init__ on the replica, so the app is built around live handles.
         return build_api(self._service)
+
+    async def check_health(self) -> None:
+        # Serve calls this every few seconds on the replica's event loop; it (re)starts the async-run
+        # sweeper, so a restarted ingress takes over abandoned async runs even before any request.
+        self._service.serving.runner.start()

@@ -43,6 +43,9 @@ class CallContext:
     prompt_id: str = ""
     prompt_version: str = ""
     prompt_sha256: str = ""
+    # Who the run is for (governance): the authenticated caller's subject and the end user it acts for.
+    requester: str = ""
+    end_user: str = ""
 
     def child(self, **changes: Any) -> CallContext:
         return replace(self, **changes)

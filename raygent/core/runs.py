@@ -20,6 +20,11 @@ class RunInput:
     traceparent: str | None = None
     caller_chain: tuple[str, ...] = ()  # agents that delegated to this one, outermost first
     latency_budget_ms: float | None = None
+    # Governance: the authenticated caller and the end user the run acts for (policies see both); a
+    # resumed run continues from where it parked on a held tool call.
+    requester: str = ""
+    end_user: str = ""
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ and the action they took) through :class:`AuditWriter`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from raygent.core.clock import Clock
@@ -21,6 +22,9 @@ from raygent.core.interceptors import (
     ToolInterceptor,
 )
 from raygent.core.store.base import AuditDraft, AuditKind, Store, canonical_json, sha256_hex
+from raygent.governance.decision import CURRENT_DECISION
+from raygent.governance.errors import ApprovalRequiredError
+from raygent.governance.redaction import Redactor
 from raygent.telemetry.propagation import trace_id_hex
 
 __all__ = ["AuditModelInterceptor", "AuditToolInterceptor", "AuditWriter"]
@@ -29,14 +33,21 @@ __all__ = ["AuditModelInterceptor", "AuditToolInterceptor", "AuditWriter"]
 class AuditWriter:
     """Builds drafts from a call context and appends them to the store's chain."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, *, redactor: Callable[[Any], Any] | None = None) -> None:
         self._store = store
         self._clock = clock
+        # Payloads are redacted before they are hashed into the chain: secrets, secret-named keys and
+        # the fleet's configured PII never reach the store (see raygent.governance.redaction).
+        self._redact = redactor or Redactor()
 
     def draft(self, ctx: CallContext, kind: AuditKind, payload: dict[str, Any]) -> AuditDraft:
         body = {"step": ctx.step, **payload}
         if ctx.caller_chain:
             body["caller_chain"] = list(ctx.caller_chain)
+        if ctx.requester:  # who asked, and for whom (governed fleets)
+            body["requester"] = ctx.requester
+        if ctx.end_user:
+            body["end_user"] = ctx.end_user
         return AuditDraft(
             ts=self._clock.now(),
             kind=kind,
@@ -44,7 +55,7 @@ class AuditWriter:
             session_id=ctx.session_id,
             agent=ctx.agent,
             identity=ctx.identity,
-            payload=body,
+            payload=self._redact(body),
             trace_id=trace_id_hex(ctx.traceparent),
         )
 
@@ -95,6 +106,11 @@ class AuditModelInterceptor(ModelInterceptor):
                     "cost_usd": round(out.cost_usd, 8),
                     "finish_reason": out.finish_reason,
                     "tool_calls": [c.name for c in out.tool_calls],
+                    # The full answer, so `raygent replay` can re-run the step loop against it.
+                    "output": {
+                        "text": out.text,
+                        "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in out.tool_calls],
+                    },
                 },
             )
         ]
@@ -113,11 +129,19 @@ class AuditToolInterceptor(ToolInterceptor):
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         ctx, call = inp.ctx, inp.call
         # Written before execution: if the process dies during a side effect, the intent is on record.
-        await self._writer.write(
-            ctx, "tool_call", {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
-        )
+        intent: dict[str, Any] = {"tool": call.name, "call_id": call.id, "arguments": call.arguments}
+        decision = CURRENT_DECISION.get()
+        if decision is not None:
+            intent["policy"] = decision.to_audit()  # why it was allowed, in the same record
+        await self._writer.write(ctx, "tool_call", intent)
         try:
             out = await self.next.call_tool(inp)
+        except ApprovalRequiredError as held:
+            # A delegated run parked on a held call; this run parks with it (not a failure).
+            await self._writer.write(
+                ctx, "approval", {"event": "parked", "tool": call.name, "call_id": call.id, **held.extra}
+            )
+            raise
         except BaseException as exc:
             await self._writer.write(
                 ctx,

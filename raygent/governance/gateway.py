@@ -20,21 +20,40 @@ from jsonschema import Draft202012Validator
 from raygent.core.clock import Clock
 from raygent.core.config import AgentToolSpec, Fleet, PythonToolSpec
 from raygent.core.errors import DeadlineExceededError, ForbiddenError, RaygentError, ToolError
-from raygent.core.ids import new_id
 from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolStage
 from raygent.core.messages import Usage
 from raygent.core.runs import AgentInvoker, RunInput
-from raygent.governance.errors import ToolArgumentsError, ToolNotGrantedError, UnknownToolError
+from raygent.governance.errors import (
+    ApprovalRequiredError,
+    ToolArgumentsError,
+    ToolNotGrantedError,
+    UnknownToolError,
+)
 from raygent.integrations.context import ToolContext
+from raygent.integrations.credentials import Credentials
+from raygent.integrations.errors import ToolPendingError
+from raygent.integrations.executor import ToolExecutor, build_executors
+from raygent.integrations.http_tool import build_http_executors
 from raygent.integrations.python_tool import PythonToolLoader, run_python_tool
 
-__all__ = ["ToolGateway", "error_result"]
+__all__ = ["ToolGateway", "delegated_run_id", "error_result"]
 
 _MAX_ERROR_CHARS = 500
 
 
+def delegated_run_id(parent_run_id: str, call_id: str) -> str:
+    """The run id of the agent a tool call delegates to: the parent's id extended by the call's step and
+    index (``run_x-s2-c0``), so the root run of any delegated run is the part before the first dash."""
+    suffix = call_id[len(parent_run_id) :] if call_id.startswith(parent_run_id + ":") else ":" + call_id
+    return parent_run_id + suffix.replace(":", "-")
+
+
 def error_result(exc: BaseException) -> dict[str, Any]:
     """The JSON a model sees for a failed call: a plain sentence, never a traceback."""
+    if isinstance(exc, ToolPendingError):
+        # Still in flight: the correlation id is what a parked run resumes by.
+        correlation_id = exc.extra.get("correlation_id")
+        return {"error": exc.detail, "error_type": exc.slug, "correlation_id": correlation_id}
     if isinstance(exc, RaygentError):
         return {"error": exc.detail[:_MAX_ERROR_CHARS], "error_type": exc.slug}
     # A tool's own exception: its message is written for people by the tool's author.
@@ -48,20 +67,60 @@ class ToolGateway(ToolStage):
         fleet: The fleet whose tools and agents this gateway serves.
         invoker: Runs another agent for ``agent`` tools (delegation); None disables delegation.
         clock: Time source for latency and deadlines.
+        credentials: Secrets, OAuth2 tokens and revocation for http tools (default: built from the fleet).
     """
 
-    def __init__(self, fleet: Fleet, *, invoker: AgentInvoker | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        invoker: AgentInvoker | None,
+        clock: Clock,
+        credentials: Credentials | None = None,
+    ) -> None:
         self._fleet = fleet
         self._invoker = invoker
         self._clock = clock
         self._loader = PythonToolLoader(Path(fleet.base_dir))
         self._validators = {name: Draft202012Validator(t.parameters) for name, t in fleet.tools.items()}
+        # mq, soap and terminal tools: one executor each, by tool name (python and agent are built in).
+        self._executors = build_executors(fleet, clock=clock)
+        # http tools (issue 9): credentials are resolved here, in the gateway, at call time; the egress
+        # guard is checked by the executor before a byte leaves. (Imported here: egress imports refusal,
+        # which imports this module.)
+        from raygent.governance.egress import EgressGuard
+
+        self.credentials = credentials or Credentials(fleet, clock=clock)
+        guard = EgressGuard(fleet)
+        self._executors.update(
+            build_http_executors(fleet, credentials=self.credentials, guard=guard, clock=clock)
+        )
+
+    @property
+    def fleet(self) -> Fleet:
+        return self._fleet
+
+    @property
+    def invoker(self) -> AgentInvoker | None:
+        return self._invoker
+
+    def executor(self, tool: str) -> ToolExecutor | None:
+        """The executor of an ``mq``, ``soap`` or ``terminal`` tool (e.g. to add a status listener)."""
+        return self._executors.get(tool)
+
+    async def aclose(self) -> None:
+        """Close the executors' connections (brokers, sessions)."""
+        for executor in self._executors.values():
+            await executor.aclose()
+        await self.credentials.aclose()
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         started = self._clock.monotonic()
         usage, cost = Usage(), 0.0
         try:
             result, usage, cost, is_error = await self._execute(inp)
+        except ApprovalRequiredError:
+            raise  # a delegated run parked for approval: the caller's run parks too
         except Exception as exc:
             result, is_error = error_result(exc), True
         return ToolCallOutput(
@@ -102,22 +161,28 @@ class ToolGateway(ToolStage):
         ctx, call = inp.ctx, inp.call
         spec = self._fleet.tools[call.name]
         timeout_s = self._remaining_s(ctx.deadline_ts, spec.timeout_s)
+        if isinstance(spec, AgentToolSpec):
+            return await self._delegate(inp, spec)
+        tool_ctx = ToolContext(
+            tool_call_id=call.id,
+            idempotency_key=call.id,
+            run_id=ctx.run_id,
+            session_id=ctx.session_id,
+            agent=ctx.agent,
+            identity=ctx.identity,
+            state_dir=self._fleet.state_path("."),
+            deadline_ts=ctx.deadline_ts,
+            traceparent=ctx.traceparent,
+            end_user=ctx.end_user,
+        )
+        executor = self._executors.get(call.name)
+        if executor is not None:
+            return await executor.call(tool_ctx, call.arguments, timeout_s=timeout_s), Usage(), 0.0, False
         if isinstance(spec, PythonToolSpec):
-            tool_ctx = ToolContext(
-                tool_call_id=call.id,
-                idempotency_key=call.id,
-                run_id=ctx.run_id,
-                session_id=ctx.session_id,
-                agent=ctx.agent,
-                identity=ctx.identity,
-                state_dir=self._fleet.state_path("."),
-                deadline_ts=ctx.deadline_ts,
-            )
             fn = self._loader.load(spec.entrypoint)
             result = await run_python_tool(fn, tool_ctx, call.arguments, timeout_s=timeout_s)
             return result, Usage(), 0.0, False
-        assert isinstance(spec, AgentToolSpec)  # the union has two members; narrowing for the type checker
-        return await self._delegate(inp, spec)
+        raise ToolError(f"tool {call.name!r} has kind {spec.kind!r}, which this gateway cannot run")
 
     async def _delegate(self, inp: ToolCallInput, spec: AgentToolSpec) -> tuple[Any, Usage, float, bool]:
         ctx = inp.ctx
@@ -125,7 +190,7 @@ class ToolGateway(ToolStage):
             raise ToolError("delegation is not available in this gateway")
         chain = (*ctx.caller_chain, ctx.agent)
         run = RunInput(
-            run_id=new_id("run"),
+            run_id=delegated_run_id(ctx.run_id, inp.call.id),
             agent=spec.agent,
             input=str(inp.call.arguments.get("input", "")),
             # The callee keeps its own context per conversation of the caller.
@@ -135,8 +200,22 @@ class ToolGateway(ToolStage):
             else self._clock.now() + spec.timeout_s,
             traceparent=ctx.traceparent,
             caller_chain=chain,
+            requester=ctx.requester,
+            end_user=ctx.end_user,
+            # The id is derived from the call's, so a repeated call (a parked run resuming) continues
+            # or returns the same delegated run instead of starting a second one.
+            resume=True,
         )
         out = await self._invoker.invoke(run)
+        if out.status == "needs_approval":
+            problem = out.error or {}
+            held: dict[str, Any] = {
+                k: problem[k] for k in ("approval_id", "approval_url", "tool") if k in problem
+            }
+            raise ApprovalRequiredError(
+                f"agent {spec.agent!r} is waiting for approval",
+                extra={**held, "delegated_run_id": out.run_id},
+            )
         usage = Usage(out.input_tokens, out.output_tokens)
         if out.status != "completed":
             # Still an error result, but the callee's spend is carried up to the caller's run.

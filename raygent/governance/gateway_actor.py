@@ -3,29 +3,56 @@ ToolGateway. Delegated agents are reached through Serve handles looked up by nam
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from opentelemetry.trace import Tracer
 
 from raygent.core.clock import Clock, SystemClock
 from raygent.core.config import Fleet
+from raygent.core.faults import FaultHook
 from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolStage, chain_tool
 from raygent.core.remote import RemoteAgentInvoker
 from raygent.core.store import open_store
 from raygent.core.store.base import Store
 from raygent.governance.audit import AuditToolInterceptor, AuditWriter
+from raygent.governance.credentials import credential_stages
+from raygent.governance.effects import EffectLedgerInterceptor, EffectReplayInterceptor
 from raygent.governance.gateway import ToolGateway
+from raygent.governance.quarantine import observed_tool_stages
+from raygent.governance.runtime import governance_interceptors
+from raygent.telemetry.client import TelemetryClient
 from raygent.telemetry.interceptors import TracingToolInterceptor
-from raygent.telemetry.runtime import fleet_tracer
+from raygent.telemetry.runtime import fleet_metrics, fleet_tracer, tool_redactor
 
 __all__ = ["GatewayActor", "agent_deployment_name", "build_tool_chain"]
 
 
-def build_tool_chain(gateway: ToolGateway, *, store: Store, tracer: Tracer, clock: Clock) -> ToolStage:
-    """The one tool-call chain: tracing outermost, then audit, then the gateway's checks and execution."""
-    return chain_tool(
-        gateway, [TracingToolInterceptor(tracer), AuditToolInterceptor(AuditWriter(store, clock))]
-    )
+def build_tool_chain(
+    gateway: ToolGateway,
+    *,
+    store: Store,
+    tracer: Tracer,
+    clock: Clock,
+    faults: FaultHook | None = None,
+    telemetry: TelemetryClient | None = None,
+) -> ToolStage:
+    """The one tool-call chain: tracing outermost (arguments redacted), then the replay of side effects
+    already done (exactly-once), then metrics and the detector's
+    quarantine hold, then governance (identity/kill switch → RBAC → Cedar policy → validation → approval
+    hold → spending limit; only what the fleet configures), then egress rules, then audit, then the effect
+    ledger (exactly-once side effects), then result redaction, then the gateway's checks and execution."""
+    creds = credential_stages(gateway, store=store, clock=clock)
+    writer = AuditWriter(store, clock, redactor=creds.redactor)
+    observed = observed_tool_stages(gateway.fleet, telemetry, store=store, clock=clock)
+    governed = governance_interceptors(gateway.fleet, store=store, clock=clock, invoker=gateway.invoker)
+    ledger = EffectLedgerInterceptor(gateway.fleet, store, clock, faults=faults)
+    tracing = TracingToolInterceptor(tracer, redactor=tool_redactor(gateway.fleet))
+    audit = AuditToolInterceptor(writer)
+    # A side effect already done is answered from the ledger before governance decides (and counts) again.
+    replay = EffectReplayInterceptor(gateway.fleet, store)
+    outer = [tracing, replay, *observed, *creds.before_governance, *governed, *creds.before_audit]
+    return chain_tool(gateway, [*outer, audit, ledger, *creds.innermost])
 
 
 def agent_deployment_name(agent: str) -> str:
@@ -46,7 +73,18 @@ class GatewayActor:
             return serve.get_deployment_handle(agent_deployment_name(agent), app_name=app_name)
 
         gateway = ToolGateway(fleet, invoker=RemoteAgentInvoker(resolve), clock=clock)
-        self._chain = build_tool_chain(gateway, store=self._store, tracer=tracer, clock=clock)
+        self._gateway = gateway
+        faults = FaultHook.for_fleet(fleet.faults, fleet.state_path("."))
+        telemetry = fleet_metrics(fleet, "gateway", clock=clock)
+        self._chain = build_tool_chain(
+            gateway, store=self._store, tracer=tracer, clock=clock, faults=faults, telemetry=telemetry
+        )
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         return await self._chain.call_tool(inp)
+
+    async def revoke_credentials(self, identity: str, reason: str = "") -> dict[str, Any]:
+        """Drop this replica's tokens and leases of ``identity`` now (other replicas drop theirs at the
+        identity's next call, through the kill switch check)."""
+        report = await self._gateway.credentials.revoke(identity, reason=reason)
+        return asdict(report)

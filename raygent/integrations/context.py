@@ -11,7 +11,8 @@ __all__ = ["ToolContext"]
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """Call metadata for a tool. ``idempotency_key`` is deterministic per (run, step, call index), so a
-    tool that honours it applies a side effect once even when the call is retried."""
+    tool that honours it applies a side effect once even when the call is retried. ``traceparent`` is the
+    W3C trace context of the tool call, for tools that carry it onwards (message headers)."""
 
     tool_call_id: str
     idempotency_key: str
@@ -21,3 +22,5 @@ class ToolContext:
     identity: str
     state_dir: Path
     deadline_ts: float | None = None
+    traceparent: str | None = None
+    end_user: str = ""  # who the run acts for (governance); an http tool may exchange a token for them

@@ -20,7 +20,7 @@ from typing import Any
 from raygent.integrations.context import ToolContext
 from raygent.integrations.errors import ToolLoadError, ToolResultError, ToolTimeoutError
 
-__all__ = ["MAX_RESULT_BYTES", "PythonToolLoader", "run_python_tool"]
+__all__ = ["MAX_RESULT_BYTES", "PythonToolLoader", "json_result", "run_python_tool"]
 
 MAX_RESULT_BYTES = 256 * 1024
 
@@ -74,7 +74,7 @@ class PythonToolLoader:
         return fn
 
 
-def _json_result(value: Any) -> Any:
+def json_result(value: Any) -> Any:
     try:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -95,4 +95,4 @@ async def run_python_tool(
             result = await asyncio.wait_for(asyncio.to_thread(fn, ctx, **arguments), timeout_s)
     except TimeoutError:
         raise ToolTimeoutError(f"tool did not answer within {timeout_s:g} s") from None
-    return _json_result(result)
+    return json_result(result)

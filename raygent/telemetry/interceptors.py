@@ -3,7 +3,9 @@
 Each span is a child of the caller's ``CallContext.traceparent`` and hands its own ``traceparent`` down
 the chain, so anything below it, a delegated agent included, is parented under it in the same trace.
 Attributes follow the OTel GenAI semantic conventions plus ``raygent.*`` context. Only names, ids,
-counts and costs are recorded: never arguments, messages or results, which may carry secrets.
+counts and costs are recorded, plus a tool call's arguments after redaction
+(:class:`~raygent.telemetry.redaction.ArgumentRedactor`): never messages or results, which may carry
+secrets, and never exception messages (only their type).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import replace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from raygent.core.errors import RaygentError
 from raygent.core.interceptors import (
     CallContext,
     ModelCallInput,
@@ -25,6 +28,7 @@ from raygent.core.interceptors import (
     ToolInterceptor,
 )
 from raygent.telemetry.propagation import context_from_traceparent, traceparent_of
+from raygent.telemetry.redaction import ArgumentRedactor
 
 __all__ = ["TracingModelInterceptor", "TracingToolInterceptor", "context_attributes"]
 
@@ -56,9 +60,10 @@ def context_attributes(ctx: CallContext) -> dict[str, AttributeValue]:
 
 
 def _record_failure(span: Span, exc: BaseException) -> None:
-    span.record_exception(exc)
-    # The class name only: an exception message may echo arguments, and those may hold secrets.
+    # The class name only, in the event as in the status: an exception's message (and its traceback's
+    # locals) may echo arguments, and those may hold secrets. span.record_exception would add both.
     error_type = type(exc).__name__
+    span.add_event("exception", {"exception.type": error_type})
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR, error_type))
 
@@ -92,6 +97,14 @@ def _call_span(
         child = ctx.child(traceparent=traceparent_of(span) or ctx.traceparent)
         try:
             yield span, child
+        except RaygentError as exc:
+            if exc.status < 400:
+                # Held for a person (approval, quarantine) or parked: waiting, not failed.
+                span.add_event("raygent.held", {"raygent.held.reason": exc.slug})
+                span.set_attribute("raygent.policy.decision", "require_approval")
+            else:
+                _record_failure(span, exc)
+            raise
         except BaseException as exc:
             _record_failure(span, exc)
             raise
@@ -148,10 +161,13 @@ class TracingToolInterceptor(ToolInterceptor):
 
     Args:
         tracer: This process's tracer (see :func:`raygent.telemetry.setup.tracer_for`).
+        redactor: When given, the call's arguments are recorded after redaction as
+            ``gen_ai.tool.call.arguments``; without one, arguments are not recorded at all.
     """
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: Tracer, *, redactor: ArgumentRedactor | None = None) -> None:
         self._tracer = tracer
+        self._redactor = redactor
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         """Trace one tool call and pass it on with the span's traceparent in ``inp.ctx``."""
@@ -160,6 +176,10 @@ class TracingToolInterceptor(ToolInterceptor):
             "gen_ai.tool.name": inp.call.name,
             "gen_ai.tool.call.id": inp.call.id,
         }
+        if self._redactor is not None:
+            attributes["gen_ai.tool.call.arguments"] = self._redactor.attribute(
+                inp.call.name, inp.call.arguments
+            )
         name = f"execute_tool {inp.call.name}"
         call_span = _call_span(self._tracer, name, kind=SpanKind.INTERNAL, ctx=inp.ctx, attributes=attributes)
         with call_span as (span, child):

@@ -167,8 +167,60 @@ def test_start_commands(config: dict[str, Any]) -> None:
     head, workers = config["head_start_ray_commands"], config["worker_start_ray_commands"]
     assert head[0] == "ray stop"
     assert workers[0] == "ray stop"
-    start = head[-1]
+    start = next(c for c in head if "ray start --head" in c)  # then Serve starts (test below)
     for flag in ("ray start --head", "--port=6379", "--autoscaling-config=~/ray_bootstrap_config.yaml"):
         assert flag in start
     assert "--dashboard-host=0.0.0.0" in start
     assert "--address=$RAY_HEAD_IP:6379" in workers[-1]
+
+
+def test_worker_types_are_labelled_by_role(config: dict[str, Any]) -> None:
+    roles = {
+        name: t.get("labels", {}).get("raygent-role") for name, t in config["available_node_types"].items()
+    }
+    assert roles == {"head": "head", "cpu_agents": "agents", "gpu_vllm": "vllm"}
+
+
+def test_head_starts_the_fleets_serve_application(config: dict[str, Any], tmp_path: Path) -> None:
+    """After `ray start --head`, the head writes the fleet's Serve config with `raygent deploy` and
+    applies it with `serve deploy`; that config is valid for Serve and asks only for resources that a
+    worker type of this file provides (so the autoscaler can start nodes for it)."""
+    import shlex
+
+    from ray.serve.schema import ServeDeploySchema
+
+    from raygent.cli.cluster import deploy
+
+    commands = config["head_start_ray_commands"]
+    start = next(i for i, c in enumerate(commands) if "ray start --head" in c)
+    deploy_at = next(i for i, c in enumerate(commands) if c.startswith("raygent deploy "))
+    apply_at = next(i for i, c in enumerate(commands) if c.startswith("serve deploy "))
+    assert start < deploy_at < apply_at
+    argv = shlex.split(commands[deploy_at])
+    fleet_on_head, output = argv[2], argv[argv.index("--output") + 1]
+    assert shlex.split(commands[apply_at])[2] == output
+
+    # The fleet file is one the file mounts put on the head: map it back to this checkout and run the
+    # same command here.
+    mount = next(remote for remote in config["file_mounts"] if fleet_on_head.startswith(remote + "/"))
+    local_fleet = CLUSTER_YAML.parent / config["file_mounts"][mount] / fleet_on_head[len(mount) + 1 :]
+    assert local_fleet.is_file(), local_fleet
+    written = tmp_path / "serve_config.yaml"
+    deploy(
+        file=local_fleet, output=written, state_dir=None, host="0.0.0.0", port=None, agents_resource="agents"
+    )
+    serve_config = ServeDeploySchema.model_validate(yaml.safe_load(written.read_text()))
+
+    provided = {r for t in worker_types(config).values() for r in t["resources"]}
+    head_resources = set(config["available_node_types"][config["head_node_type"]]["resources"])
+    for app in serve_config.applications:
+        for deployment in app.deployments:
+            asked = set(
+                (deployment.ray_actor_options.resources or {}) if deployment.ray_actor_options else {}
+            )
+            assert asked <= provided, deployment.name
+            assert not asked & head_resources
+    assert any(
+        d.ray_actor_options and d.ray_actor_options.resources
+        for d in serve_config.applications[0].deployments
+    )

@@ -1,11 +1,11 @@
 """Durable state behind one async interface: sessions, runs and the hash-chained audit trail.
 
-:func:`open_store` opens the backend a fleet file names; today that is the embedded SQLite store.
+:func:`open_store` opens the backend a fleet file names: the embedded SQLite store (default) or Redis.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from raygent.core.store.base import (
     AUDIT_KINDS,
@@ -25,6 +25,8 @@ from raygent.core.store.base import (
     sha256_hex,
 )
 from raygent.core.store.chain import seal, verify_chain
+from raygent.core.store.durable import Checkpoint, CheckpointWrite, EffectRecord, EffectState
+from raygent.core.store.redis import RedisStore, redis_namespace
 from raygent.core.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -39,6 +41,11 @@ __all__ = [
     "AuditKind",
     "AuditQuery",
     "AuditRecord",
+    "Checkpoint",
+    "CheckpointWrite",
+    "EffectRecord",
+    "EffectState",
+    "RedisStore",
     "RunRecord",
     "RunState",
     "SQLiteStore",
@@ -48,6 +55,7 @@ __all__ = [
     "canonical_json",
     "open_store",
     "record_hash",
+    "redis_namespace",
     "seal",
     "sha256_hex",
     "verify_chain",
@@ -67,5 +75,17 @@ def open_store(fleet: Fleet) -> Store:
         StoreError: The store cannot be opened.
     """
     spec = fleet.store
-    # kind is Literal["sqlite"] today; a new backend adds its branch here.
+    if spec.audit_dsn is not None:
+        from raygent.core.store.postgres_audit import PostgresAuditLog  # psycopg only where it is used
+        from raygent.core.store.split import AuditSplitStore
+
+        inner = open_store(fleet.model_copy(update={"store": spec.model_copy(update={"audit_dsn": None})}))
+        return cast(Store, AuditSplitStore(inner, PostgresAuditLog(spec.audit_dsn, schema=spec.audit_schema)))
+    if spec.kind == "redis" and spec.url is not None:  # StoreSpec refuses kind: redis without a url
+        return RedisStore(
+            spec.url,
+            namespace=redis_namespace(spec.tenant, fleet.name),
+            session_ttl_s=spec.session_ttl_s,
+            op_timeout_s=spec.op_timeout_s,
+        )
     return SQLiteStore(fleet.state_path(spec.path), busy_timeout_s=spec.busy_timeout_s)

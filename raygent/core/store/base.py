@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
+
+from raygent.core.store.durable import Checkpoint, CheckpointWrite, EffectRecord
 
 __all__ = [
     "AUDIT_KINDS",
@@ -28,8 +30,10 @@ __all__ = [
     "sha256_hex",
 ]
 
-RunState = Literal["queued", "running", "completed", "failed", "timed_out", "cancelled"]
-RUN_STATES: tuple[str, ...] = ("queued", "running", "completed", "failed", "timed_out", "cancelled")
+# needs_approval: the run stopped because a side effect's outcome is unknown and only a person may
+# decide whether to repeat it (see raygent.governance.effects); its checkpoint keeps it resumable.
+RunState = Literal["queued", "running", "completed", "failed", "timed_out", "cancelled", "needs_approval"]
+RUN_STATES: tuple[str, ...] = get_args(RunState)
 AuditKind = Literal[
     "prompt",
     "reasoning",
@@ -41,17 +45,7 @@ AuditKind = Literal[
     "action",
     "error",
 ]
-AUDIT_KINDS: tuple[str, ...] = (
-    "prompt",
-    "reasoning",
-    "model_call",
-    "tool_call",
-    "backend_response",
-    "policy_decision",
-    "approval",
-    "action",
-    "error",
-)
+AUDIT_KINDS: tuple[str, ...] = get_args(AuditKind)
 GENESIS_HASH = "0" * 64
 
 
@@ -207,6 +201,44 @@ class Store(Protocol):
 
     async def verify_audit(self) -> VerifyResult:
         """Recompute the chain; names the first record whose content or link is wrong."""
+        ...
+
+    # ----- durable execution (checkpoints of stateful agents, the tool-effect ledger) -----------------
+
+    async def put_checkpoints(self, writes: list[CheckpointWrite]) -> None:
+        """Apply each write atomically and independently (pipelined where the backend can).
+
+        A write applies when the stored version is ``write.version - 1``; a delta also needs a stored
+        base. Raises ConflictError naming the keys whose writes did not apply (the others did).
+        """
+        ...
+
+    async def get_checkpoint(self, key: str) -> Checkpoint | None: ...
+
+    async def delete_checkpoint(self, key: str) -> None: ...
+
+    async def get_effect(self, key: str) -> EffectRecord | None: ...
+
+    async def begin_effect(
+        self, key: str, *, run_id: str, tool: str, fingerprint: str, now: float, expected_attempts: int
+    ) -> EffectRecord:
+        """Start an attempt: record ``intended`` with ``attempts = expected_attempts + 1``.
+
+        Raises ConflictError unless the stored record has ``expected_attempts`` attempts (0: absent) and
+        is still ``intended``: two callers can never both believe they started the same attempt.
+        """
+        ...
+
+    async def settle_effect(
+        self,
+        key: str,
+        *,
+        status: Literal["done", "needs_approval"],
+        outcome: dict[str, Any] | None,
+        reason: str,
+        now: float,
+    ) -> EffectRecord:
+        """Record the outcome. ``done`` is final and wins over ``needs_approval``; NotFoundError if absent."""
         ...
 
     async def close(self) -> None: ...

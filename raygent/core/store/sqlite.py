@@ -40,12 +40,13 @@ from raygent.core.store.base import (
     canonical_json,
 )
 from raygent.core.store.chain import seal, verify_chain
+from raygent.core.store.sqlite_durable import SCHEMA_V2, SQLiteDurableMixin
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Idle connections kept per store; more threads than this still work, the extras are just closed.
 _POOL_SIZE = 8
 # SQLite's own busy handler waits this long per attempt before our jittered backoff takes over; short,
@@ -146,7 +147,7 @@ _SCHEMA_V1: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'audit head may only move forward'); END""",
 )
 # _MIGRATIONS[i] brings a database from version i to version i + 1.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = ((), _SCHEMA_V1)
+_MIGRATIONS: tuple[tuple[str, ...], ...] = ((), _SCHEMA_V1, SCHEMA_V2)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -229,8 +230,11 @@ def _run_params(run: RunRecord) -> dict[str, Any]:
     }
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDurableMixin):
     """The :class:`~raygent.core.store.base.Store` protocol on one SQLite file.
+
+    Checkpoints and the tool-effect ledger (schema version 2) come from
+    :class:`~raygent.core.store.sqlite_durable.SQLiteDurableMixin`.
 
     Safe to share between threads, and to open on the same file from many processes. Picklable: the copy
     opens its own connections on the same file, so a store can be handed to a Ray actor.

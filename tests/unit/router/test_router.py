@@ -165,7 +165,10 @@ async def test_retryable_failure_falls_back(fleet: Fleet, clock: FakeClock) -> N
     out = await router.call_model(call("premium", tools=("ask_orders",)))
     assert down.calls == 1
     assert out.backend == "open-small"
-    assert out.route_reason == "fallback: premium unavailable (ModelUnavailableError) -> open-small"
+    assert out.route_reason == (
+        "fallback: premium unavailable (ModelUnavailableError) -> open-small; "
+        "first choice: tier=premium: premium"
+    )
     assert out.tool_calls[0].name == "ask_orders"
     assert out.extra["failed_backends"] == ["premium"]
     assert out.cost_usd == pytest.approx(expected_cost(fleet, out))

@@ -1,0 +1,48 @@
+"""The protocol every non-python tool kind implements, and the registry the gateway dispatches through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from raygent.core.clock import Clock
+from raygent.core.config import Fleet, MqToolSpec, SoapToolSpec, TerminalToolSpec
+from raygent.integrations.context import ToolContext
+
+__all__ = ["ToolExecutor", "build_executors"]
+
+
+class ToolExecutor(Protocol):
+    """Executes one tool of a fleet. Built once per gateway replica; connects lazily on the first call."""
+
+    async def call(self, ctx: ToolContext, arguments: dict[str, Any], *, timeout_s: float) -> Any:
+        """Run the tool with schema-checked ``arguments`` within ``timeout_s``; returns JSON-safe data.
+
+        Raises:
+            ToolError: A subclass from :mod:`raygent.integrations.errors` saying what failed.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def build_executors(fleet: Fleet, *, clock: Clock) -> dict[str, ToolExecutor]:
+    """An executor for every ``mq``, ``soap`` and ``terminal`` tool of ``fleet``, by tool name.
+
+    Nothing connects here: a broker or WSDL that is down fails the call that needs it, not the gateway.
+    """
+    # Imported here so a fleet without these kinds never imports aio-pika, zeep or pexpect.
+    from raygent.integrations.mq.tool import MqToolExecutor
+    from raygent.integrations.soap import SoapToolExecutor
+    from raygent.integrations.terminal import TerminalToolExecutor
+
+    base_dir, state_dir = Path(fleet.base_dir), fleet.state_path(".")
+    executors: dict[str, ToolExecutor] = {}
+    for name, spec in fleet.tools.items():
+        if isinstance(spec, MqToolSpec):
+            executors[name] = MqToolExecutor(name, spec, base_dir=base_dir, state_dir=state_dir, clock=clock)
+        elif isinstance(spec, SoapToolSpec):
+            executors[name] = SoapToolExecutor(name, spec, base_dir=base_dir)
+        elif isinstance(spec, TerminalToolSpec):
+            executors[name] = TerminalToolExecutor(name, spec, base_dir=base_dir)
+    return executors

@@ -1,0 +1,97 @@
+"""Everything one ingress replica needs to serve runs under load, built from the fleet file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.trace import Tracer
+
+from raygent.core.clock import Clock
+from raygent.core.config import Fleet
+from raygent.core.ids import new_id
+from raygent.core.store.asyncruns import AsyncRunLedger, SQLiteAsyncRunLedger
+from raygent.core.store.base import Store
+from raygent.core.store.idempotency import IdempotencyLedger, SQLiteIdempotencyLedger
+from raygent.serve.admission import AdmissionController
+from raygent.serve.agents import AgentPort
+from raygent.serve.callbacks import CallbackSender
+from raygent.serve.idempotency import IdempotencyGuard
+from raygent.serve.inflight import InflightRuns
+from raygent.serve.runs import RunCoordinator
+from raygent.serve.runs_async import AsyncRunner
+
+__all__ = ["Serving", "build_serving"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    admission: AdmissionController
+    inflight: InflightRuns
+    idempotency: IdempotencyGuard
+    idempotency_ledger: IdempotencyLedger
+    async_ledger: AsyncRunLedger
+    runner: AsyncRunner
+    coordinator: RunCoordinator
+    sender: CallbackSender
+
+    async def aclose(self) -> None:
+        await self.runner.aclose()
+        await self.sender.aclose()
+        await self.idempotency_ledger.close()
+        await self.async_ledger.close()
+
+
+def build_serving(
+    fleet: Fleet,
+    *,
+    store: Store,
+    agents: AgentPort,
+    clock: Clock,
+    tracer: Tracer,
+    sender: CallbackSender | None = None,
+    lease_s: float = 30.0,
+    sweep_interval_s: float = 2.0,
+) -> Serving:
+    """The serving parts of one ingress replica; ledgers go to ``server.ledger_path`` in the state dir."""
+    server = fleet.server
+    ledger_path = fleet.state_path(server.ledger_path)
+    idempotency_ledger = SQLiteIdempotencyLedger(ledger_path, busy_timeout_s=fleet.store.busy_timeout_s)
+    async_ledger = SQLiteAsyncRunLedger(ledger_path, busy_timeout_s=fleet.store.busy_timeout_s)
+    admission = AdmissionController.for_agents(fleet.agents, retry_after_s=server.retry_after_s)
+    inflight = InflightRuns()
+    idempotency = IdempotencyGuard(idempotency_ledger, ttl_s=server.idempotency_ttl_s, clock=clock)
+    sender = sender or CallbackSender(server.callbacks, clock=clock)
+    runner = AsyncRunner(
+        fleet,
+        ledger=async_ledger,
+        store=store,
+        agents=agents,
+        admission=admission,
+        inflight=inflight,
+        sender=sender,
+        clock=clock,
+        owner=new_id("ingress"),
+        lease_s=lease_s,
+        sweep_interval_s=sweep_interval_s,
+    )
+    coordinator = RunCoordinator(
+        fleet,
+        store=store,
+        agents=agents,
+        admission=admission,
+        idempotency=idempotency,
+        inflight=inflight,
+        runner=runner,
+        clock=clock,
+        tracer=tracer,
+    )
+    return Serving(
+        admission=admission,
+        inflight=inflight,
+        idempotency=idempotency,
+        idempotency_ledger=idempotency_ledger,
+        async_ledger=async_ledger,
+        runner=runner,
+        coordinator=coordinator,
+        sender=sender,
+    )

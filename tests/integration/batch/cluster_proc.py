@@ -1,0 +1,114 @@
+"""A multi-node Ray cluster on this machine, in its own process, for the batch tests.
+
+``python cluster_proc.py INFO_FILE [--workers N] [--agents-per-node K]`` starts a head (with the
+dashboard, so the Ray Jobs API answers) and N worker nodes declaring the custom resource ``agents``,
+writes ``{"dashboard_url", "gcs_address", "workers": [node ids]}`` to INFO_FILE, then waits:
+SIGUSR1 kills the first remaining worker node (its id is appended to ``removed`` in INFO_FILE),
+SIGTERM or SIGINT shuts the whole cluster down. Ports are picked free, so it never collides with the
+test session's own Ray or anyone else's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("info", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--agents-per-node", type=float, default=4)
+    args = parser.parse_args()
+
+    from ray.cluster_utils import Cluster
+
+    dashboard_port = free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "gcs_server_port": free_port(),
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port,
+            "dashboard_agent_listen_port": free_port(),
+            "node_ip_address": "127.0.0.1",
+        },
+    )
+    workers = [
+        cluster.add_node(
+            num_cpus=1,
+            resources={"agents": args.agents_per_node},
+            dashboard_agent_listen_port=free_port(),
+            node_ip_address="127.0.0.1",
+        )
+        for _ in range(args.workers)
+    ]
+    cluster.wait_for_nodes()
+    info = {
+        "dashboard_url": f"http://127.0.0.1:{dashboard_port}",
+        "gcs_address": cluster.address,
+        "workers": [node.node_id for node in workers],
+        "removed": [],
+    }
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def write() -> None:
+        tmp = args.info.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(args.info)
+
+    def kill_worker(signum: int, frame: object) -> None:
+        with lock:
+            if workers:
+                node = workers.pop(0)
+                cluster.remove_node(node, allow_graceful=False)
+                info["removed"].append(node.node_id)
+                write()
+
+    signal.signal(signal.SIGUSR1, kill_worker)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    _wait_for_jobs_api(info["dashboard_url"])
+    write()
+    while not stop.wait(0.2):
+        pass
+    cluster.shutdown()
+    return 0
+
+
+def _wait_for_jobs_api(url: str, timeout_s: float = 120.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the Ray Jobs API did not come up at {url}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

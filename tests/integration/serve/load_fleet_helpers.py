@@ -1,0 +1,65 @@
+"""The second, small fleet that this folder's conftest deploys on the session's Ray + Serve (its own
+route prefix): tight bounds, a slow agent, a three-replica agent and an autoscaling agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raygent.core.config import Fleet
+
+CALLBACK_SECRET = "integration-callback-secret"
+LOAD_PREFIX = "/load-fleet"
+
+_MODEL = {
+    "kind": "offline",
+    "rules": [{"match": ".", "say": "one two three four five six seven eight nine ten"}],
+    "stream_chunk_tokens": 2,
+}
+
+
+def load_fleet_spec(state_dir: str) -> dict[str, Any]:
+    agent = {"identity": "svc-load", "prompt": "p@1", "num_cpus": 0.05}
+    return {
+        "name": "load-fleet",
+        "server": {"num_cpus": 0.05, "router_num_cpus": 0.05, "gateway_num_cpus": 0.05},
+        "models": {
+            "fast": {**_MODEL, "tier": "standard"},
+            "slow": {**_MODEL, "tier": "cheap", "latency_ms": 1000},
+            "medium": {**_MODEL, "tier": "premium", "latency_ms": 400},
+        },
+        "prompts": {"p": {"versions": {"1": "You are $agent."}}},
+        "agents": {
+            # capacity 2 running + 2 queued; batch only while fewer than 1 are in flight
+            "slow": {
+                **agent,
+                "tier": "cheap",
+                "max_ongoing_requests": 2,
+                "max_queued_requests": 2,
+                "batch_max_inflight": 1,
+            },
+            "multi": {**agent, "replicas": 3, "max_ongoing_requests": 16, "max_queued_requests": 64},
+            "auto": {
+                **agent,
+                "tier": "premium",
+                "max_ongoing_requests": 4,
+                "max_queued_requests": 64,
+                "autoscaling": {
+                    "min_replicas": 1,
+                    "max_replicas": 3,
+                    "target_ongoing_requests": 1,
+                    "upscale_delay_s": 0.5,
+                    "downscale_delay_s": 3,
+                    "look_back_period_s": 1,
+                },
+            },
+        },
+        "state_dir": state_dir,
+    }
+
+
+@dataclass(frozen=True)
+class LoadFleet:
+    fleet: Fleet
+    base_url: str  # includes the route prefix
+    app_name: str
