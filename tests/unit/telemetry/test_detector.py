@@ -10,7 +10,8 @@ from raygent.telemetry.detector import AnomalyDetector, RollingWindow
 from raygent.telemetry.metrics import MetricEvent
 
 NORMAL_EVENTS = 10_000
-# Stated bounds (the docs quote them): a 10x spike on the first spiked call (3 seeds); 1% -> 30% tool errors within
+# Stated bounds (the docs quote them): a 10x spike on the first spiked call (3 seeds);
+# 1% -> 30% tool errors within
 # 40 calls of the change; a p99 breach within 3 slow calls; false positives on 10,000 normal events at
 # most 0.1% (token spikes) and none (tool errors, latency).
 SPIKE_WITHIN = 1
