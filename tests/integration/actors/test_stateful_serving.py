@@ -74,20 +74,18 @@ async def test_idle_session_actor_is_released_and_restored(chaos_desk: ChaosDesk
     first = await handle.run.remote(turn(chaos_desk, "brief", "remember the blue door", "idle-1"))
     assert first.status == "completed"
     name = session_actor_name(chaos_desk.app_name, "brief", "idle-1")
-    actor = ray.get_actor(name, namespace=NAMESPACE)
-    assert (await actor.ready.remote())["version"] >= 2
-    # idle_release_s is 1.5 for "brief": the actor checkpoints nothing more and goes away.
-    for _ in range(120):
-        await asyncio.sleep(0.25)
+    # idle_release_s is 1.5 for "brief": the actor (its state already checkpointed) goes away by itself.
+    for _ in range(240):
         try:
             ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             break
+        await asyncio.sleep(0.25)
     else:
         pytest.fail("the idle session actor was not released")
+    # The next request brings the session back: a new actor, restored from the checkpoint.
     second = await handle.run.remote(turn(chaos_desk, "brief", "what did I say", "idle-1"))
     assert second.status == "completed"
-    assert ray.get_actor(name, namespace=NAMESPACE) is not None  # brought back on the next request
     store = open_store(chaos_desk.fleet)
     prompts = await store.query_audit(AuditQuery(kind="prompt", agent="brief", limit=100))
     assert [p.payload["history_messages"] for p in prompts if p.session_id == "idle-1"] == [0, 2]
