@@ -185,15 +185,16 @@ def _run_once(fleet: Fleet, agent: str, text: str, session: str | None) -> RunOu
     from raygent.core.ids import new_id
     from raygent.serve.runtime import start_local, stop_local
 
-    req = RunInput(
-        run_id=new_id("run"),
-        agent=agent,
-        input=text,
-        session_id=session or new_id("ses"),
-        deadline_ts=time.time() + fleet.agents[agent].deadline_s,
-    )
     try:
         local = start_local(fleet, http=False)
+        # The deadline starts when the fleet is ready, not while Ray and Serve are still starting.
+        req = RunInput(
+            run_id=new_id("run"),
+            agent=agent,
+            input=text,
+            session_id=session or new_id("ses"),
+            deadline_ts=time.time() + fleet.agents[agent].deadline_s,
+        )
 
         async def go() -> RunOutput:
             result: RunOutput = await local.agent_handle(agent).run.remote(req)
