@@ -35,7 +35,9 @@ def served_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFle
     state = tmp_path_factory.mktemp("served")
     fleet = load_fleet(EXAMPLE_FLEET, state_dir=state)
     fleet = fleet.model_copy(update={"telemetry": TelemetrySpec(exporter="jsonl")})
-    local = start_local(fleet, port=free_port(), num_cpus=2)
+    # Logical CPUs, not cores: several test apps stay deployed on this one Ray for the whole session and
+    # their fractional, mostly idle replicas must all be schedulable (2 logical CPUs ran out and hung).
+    local = start_local(fleet, port=free_port(), num_cpus=16)
     assert local.base_url is not None
     try:
         yield ServedFleet(fleet=fleet, base_url=local.base_url, app_name=local.app_name)

@@ -9,51 +9,20 @@ every write so the tests can SIGKILL and restart it without losing acknowledged 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos_desk import APP_NAME, CHAOS_SEED, REFUND_DESK, ChaosDesk
 
-from raygent.core.config import FAULT_POINTS, FaultSpec, Fleet
+from raygent.core.config import FAULT_POINTS, FaultSpec
 from raygent.core.fleetfile import load_fleet
 from raygent.core.store.redis_server import RedisServer
 
-REFUND_DESK = Path(__file__).resolve().parents[3] / "examples" / "refund_desk" / "fleet.yaml"
-APP_NAME = "refund-desk-chaos"
-CHAOS_SEED = 20261125
 
-
-@dataclass(frozen=True)
-class ChaosDesk:
-    fleet: Fleet
-    redis: RedisServer
-    app_name: str
-
-    def handle(self, agent: str) -> Any:
-        from ray import serve
-
-        return serve.get_deployment_handle(f"agent-{agent}", app_name=self.app_name)
-
-    def effects(self) -> dict[str, Counter[str]]:
-        """Per run id: refunds written and notifications sent (the tools' own ledger)."""
-        path = self.fleet.state_path("refund_desk.db")
-        with sqlite3.connect(path) as conn:
-            refunds = Counter(r[0] for r in conn.execute("SELECT run_id FROM refunds"))
-            notes = Counter(r[0] for r in conn.execute("SELECT run_id FROM notifications"))
-        return {"refunds": refunds, "notifications": notes}
-
-    def kills(self) -> list[str]:
-        """Names of the fault markers: one per SIGKILL that fired."""
-        spec = self.fleet.faults
-        assert spec is not None
-        return sorted(p.name for p in self.fleet.state_path(spec.marker_dir).glob("*"))
-
-
-@pytest.fixture(scope="session")
+# Package scope: the app and its Redis go away after this directory's tests, so the session's Ray has
+# its CPUs back for the tests that follow.
+@pytest.fixture(scope="package")
 def chaos_desk(served_fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosDesk]:
     from ray import serve
 
@@ -69,6 +38,10 @@ def chaos_desk(served_fleet: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     fleet = fleet.model_copy(
         update={
             "store": fleet.store.model_copy(update={"url": redis.url}),
+            # Small CPU reservations: this app shares the session's 2-CPU Ray with the other tests' apps.
+            "server": fleet.server.model_copy(
+                update={"num_cpus": 0.01, "router_num_cpus": 0.01, "gateway_num_cpus": 0.01}
+            ),
             "faults": faults,
             "agents": agents,
         }

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import CHAOS_SEED, ChaosDesk
+from chaos_desk import CHAOS_SEED, ChaosDesk
 
 from raygent.actors.stateful import checkpoint_key
 from raygent.core.errors import RaygentError

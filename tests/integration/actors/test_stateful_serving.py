@@ -12,7 +12,7 @@ import itertools
 import time
 
 import pytest
-from conftest import ChaosDesk
+from chaos_desk import ChaosDesk
 
 from raygent.actors.session_actor import NAMESPACE, session_actor_name
 from raygent.core.faults import plan_for
