@@ -45,8 +45,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: never hard-wrap lines into pipes and logs (a long path would split a message).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "examples" / "support_desk" / "fleet.yaml"
 

@@ -132,12 +132,9 @@ async def test_redis_restart_mid_run_fails_clearly_or_resumes(chaos_desk: ChaosD
             chaos_desk.redis.start()
 
     results, _ = await asyncio.gather(asyncio.gather(*(drive(req) for req in runs.values())), restart_redis())
-    unfinished = [(o.run_id, o.status, o.error) for o in results if o.status != "completed"]
-    assert not unfinished, unfinished
     for exc in errors:
         assert "Redis" in str(exc) or "store" in str(exc).lower(), exc
-    effects = chaos_desk.effects()
-    for run_id, req in runs.items():
-        refundable = int(req.input.rsplit(" ", 1)[1]) % 10 != 0
-        assert effects["refunds"][run_id] == int(refundable)
-        assert effects["notifications"][run_id] == int(refundable)
+    # A restart between a notification's effect and its record leaves that outcome unknown: the run parks
+    # for a person (the same invariants as the kill test), every other run resumes and completes.
+    statuses = await check_runs(chaos_desk, {o.run_id: o for o in results})
+    assert statuses["completed"] >= len(runs) - 4, statuses

@@ -61,9 +61,11 @@ async def test_stateless_agent_any_replica_serves_any_session(chaos_desk: ChaosD
         "remember fact 15",
     ]
     prompts = await store.query_audit(AuditQuery(kind="prompt", agent="front", limit=100))
-    seen = [p.payload["history_messages"] for p in prompts if p.session_id == "shared-1"]
+    # One entry per run: a model step retried under load (a slow cold start) audits its prompt again,
+    # with the same history, and must not count as another turn.
+    seen = {p.run_id: p.payload["history_messages"] for p in prompts if p.session_id == "shared-1"}
     # Each turn saw every earlier turn, whichever replica served it (capped by max_history_messages).
-    assert seen == [min(2 * n, 40) for n in range(16)]
+    assert list(seen.values()) == [min(2 * n, 40) for n in range(16)]
     await store.close()
 
 

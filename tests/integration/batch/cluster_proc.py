@@ -95,19 +95,39 @@ def main() -> int:
     return 0
 
 
-def _wait_for_jobs_api(url: str, timeout_s: float = 120.0) -> None:
+def _wait_for_jobs_api(url: str, timeout_s: float = 180.0) -> None:
+    """Until the dashboard answers. Started from a process that ran ``ray.init`` (pytest), this cluster
+    inherits ``RAY_AUTH_MODE=token``: the dashboard then answers 401 without Ray's token, so the probe
+    sends it the way Ray's own clients do (``RAY_AUTH_TOKEN``, else ``~/.ray/auth_token``)."""
+    import urllib.error
     import urllib.request
 
+    headers = {}
+    token = os.environ.get("RAY_AUTH_TOKEN") or _token_file()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+            request = urllib.request.Request(f"{url}/api/version", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
                     return
-        except OSError:
-            pass
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
         time.sleep(0.5)
-    raise SystemExit(f"the Ray Jobs API did not come up at {url}")
+    raise SystemExit(f"the Ray Jobs API did not come up at {url} within {timeout_s:.0f} s (last: {last})")
+
+
+def _token_file() -> str:
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", str(Path.home() / ".ray" / "auth_token")))
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 if __name__ == "__main__":
