@@ -3,6 +3,8 @@
 Both run side by side on one local Ray + Serve, in one run:
 
 * bare: FastAPI ingress deployment → backend deployment that calls ``OfflineModel.complete``.
+* bare with a relay: ingress → relay → backend, bare Serve with raygent's number of hops (the
+  second ratio printed: what raygent's own work per run costs beyond the deployment graph's shape).
 * raygent: the fleet's graph (ingress → agent → router) for an agent whose one step answers; with
   everything raygent does per run (run record, session, audit chain, spans when enabled).
 
@@ -27,7 +29,9 @@ LATENCIES_MS = (0, 50)
 CONCURRENCY = (1, 8, 32)
 
 
-def bare_app(latency_ms: float) -> Any:
+def bare_app(latency_ms: float, *, relay: bool = False) -> Any:
+    """Bare Serve: ingress → backend; with ``relay``, ingress → relay → backend (raygent's hop count:
+    ingress → agent → router), which separates what the extra hop costs from what raygent's code costs."""
     # No `from __future__ import annotations` in this file: Serve pickles this locally defined class by
     # value, and FastAPI could not resolve postponed (string) annotations in the pickled copy.
     from ray import serve
@@ -52,6 +56,15 @@ def bare_app(latency_ms: float) -> Any:
             resp = await self._model.complete(ModelRequest(messages=messages))
             return {"output": resp.text, "input_tokens": resp.usage.input_tokens}
 
+    @serve.deployment(max_ongoing_requests=64, max_queued_requests=256, ray_actor_options={"num_cpus": 0.1})
+    class Relay:
+        def __init__(self, backend: Any) -> None:
+            self._backend = backend
+
+        async def complete(self, text: str) -> dict[str, Any]:
+            result: dict[str, Any] = await self._backend.complete.remote(text)
+            return result
+
     api = FastAPI()
 
     @serve.deployment(max_ongoing_requests=512, max_queued_requests=1024, ray_actor_options={"num_cpus": 0.1})
@@ -66,7 +79,7 @@ def bare_app(latency_ms: float) -> Any:
             result: dict[str, Any] = await self._backend.complete.remote(body["input"])
             return result
 
-    return Ingress.bind(Backend.bind())
+    return Ingress.bind(Relay.bind(Backend.bind()) if relay else Backend.bind())
 
 
 def measure(url: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -88,7 +101,7 @@ def measure(url: str, clients: int, seconds: float) -> dict[str, Any]:
 
 
 def _line(cell: dict[str, Any]) -> str:
-    bare, rg = cell["bare"], cell["raygent"]
+    bare, rg, relay = cell["bare"], cell["raygent"], cell["bare_relay"]
 
     def side(name: str, m: dict[str, Any]) -> str:
         return f"{name} p50 {m['p50_ms']:7.2f} p99 {m['p99_ms']:7.2f} {m['throughput_per_s']:6.1f}/s"
@@ -96,7 +109,9 @@ def _line(cell: dict[str, Any]) -> str:
     return (
         f"latency {cell['backend_latency_ms']:>2} ms c={cell['concurrency']:<2} | {side('bare', bare)} | "
         f"{side('raygent', rg)} | p50 x{cell['p50_ratio']:.2f} p99 x{cell['p99_ratio']:.2f} "
-        f"tput x{cell['throughput_ratio']:.2f}"
+        f"tput x{cell['throughput_ratio']:.2f}\n"
+        f"{'':21}| {side('relay', relay)} | raygent / bare with raygent's hops: "
+        f"p50 x{cell['vs_relay']['p50_ratio']:.2f} tput x{cell['vs_relay']['throughput_ratio']:.2f}"
     )
 
 
@@ -116,11 +131,14 @@ def main() -> None:
     try:
         for latency in LATENCIES_MS:
             serve.run(bare_app(latency), name=f"bare-{latency}", route_prefix=f"/bare-{latency}")
+            relay_app = bare_app(latency, relay=True)
+            serve.run(relay_app, name=f"relay-{latency}", route_prefix=f"/relay-{latency}")
             fleet = one_agent_fleet(f"rg-{latency}", state / str(latency), latency_ms=latency)
             serve.run(build_app(fleet), name=fleet.name, route_prefix=f"/rg-{latency}")
             for clients in CONCURRENCY:
                 bare = measure(f"{base}/bare-{latency}/v1/agents/bench/runs", clients, args.seconds)
                 rg = measure(f"{base}/rg-{latency}/v1/agents/bench/runs", clients, args.seconds)
+                relay = measure(f"{base}/relay-{latency}/v1/agents/bench/runs", clients, args.seconds)
                 cell = {
                     "backend_latency_ms": latency,
                     "concurrency": clients,
@@ -129,10 +147,16 @@ def main() -> None:
                     "p50_ratio": round(rg["p50_ms"] / bare["p50_ms"], 3),
                     "p99_ratio": round(rg["p99_ms"] / bare["p99_ms"], 3),
                     "throughput_ratio": round(rg["throughput_per_s"] / bare["throughput_per_s"], 3),
+                    "bare_relay": relay,
+                    "vs_relay": {
+                        "p50_ratio": round(rg["p50_ms"] / relay["p50_ms"], 3),
+                        "throughput_ratio": round(rg["throughput_per_s"] / relay["throughput_per_s"], 3),
+                    },
                 }
                 cells.append(cell)
                 print(_line(cell), flush=True)
             serve.delete(f"bare-{latency}")
+            serve.delete(f"relay-{latency}")
             serve.delete(fleet.name)
     finally:
         stop_serve()

@@ -72,16 +72,29 @@ class RouterActor:
 
             overrides = serve_models(vllm)
         self._router = Router.from_fleet(fleet, clock=clock, models=overrides)
+        self._fleet = fleet
         self._ledger: BudgetLedger | None = None
-        budget = None
         if fleet.router.budgets.enabled:
             self._ledger = open_ledger(fleet)
-            budget = BudgetModelInterceptor(self._ledger, fleet.router.budgets, fleet.models.values())
         self._telemetry = fleet_metrics(fleet, "router", clock=clock)
-        metrics = MetricsModelInterceptor(self._telemetry) if self._telemetry is not None else None
         self._chain = build_model_chain(
-            self._router, store=self._store, tracer=tracer, clock=clock, budget=budget, metrics=metrics
+            self._router,
+            store=self._store,
+            tracer=tracer,
+            clock=clock,
+            budget=self._budget_stage(),
+            metrics=self._metrics_stage(),
         )
+
+    # Interceptors are linked into one chain (``next``): every chain, e.g. one per streamed call, needs
+    # its own instances. Both share the ledger and the metrics client, so limits hold across chains.
+    def _budget_stage(self) -> BudgetModelInterceptor | None:
+        if self._ledger is None:
+            return None
+        return BudgetModelInterceptor(self._ledger, self._fleet.router.budgets, self._fleet.models.values())
+
+    def _metrics_stage(self) -> ModelInterceptor | None:
+        return MetricsModelInterceptor(self._telemetry) if self._telemetry is not None else None
 
     async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
         return await self._chain.call_model(inp)

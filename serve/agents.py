@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import Tracer
 
 from raygent.actors.steploop import AgentLoop, RunHooks
+from raygent.core.budget import open_ledger
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.errors import NotFoundError
@@ -23,6 +24,7 @@ from raygent.core.store.base import Store
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.gateway_actor import build_tool_chain
 from raygent.router.actor import build_model_chain
+from raygent.router.budget import BudgetModelInterceptor
 from raygent.router.router import Router
 from raygent.serve.events import Final, RunEvent, ServedRun, bridge
 from raygent.serve.replicas import StreamingTerminal
@@ -98,8 +100,12 @@ class LocalAgentPort:
 
     def __init__(self, fleet: Fleet, *, store: Store, tracer: Tracer, clock: Clock) -> None:
         self.router = Router.from_fleet(fleet, clock=clock)
-        self._store, self._tracer, self._clock = store, tracer, clock
-        model_chain = build_model_chain(self.router, store=store, tracer=tracer, clock=clock)
+        self._fleet, self._store, self._tracer, self._clock = fleet, store, tracer, clock
+        # Budgets as in the router deployment: one ledger, a fresh interceptor per chain.
+        self._ledger = open_ledger(fleet) if fleet.router.budgets.enabled else None
+        model_chain = build_model_chain(
+            self.router, store=store, tracer=tracer, clock=clock, budget=self._budget_stage()
+        )
         gateway = ToolGateway(fleet, invoker=self, clock=clock)
         tool_chain = build_tool_chain(gateway, store=store, tracer=tracer, clock=clock)
         self._loops = {
@@ -108,6 +114,11 @@ class LocalAgentPort:
             )
             for name in fleet.agents
         }
+
+    def _budget_stage(self) -> BudgetModelInterceptor | None:
+        if self._ledger is None:
+            return None
+        return BudgetModelInterceptor(self._ledger, self._fleet.router.budgets, self._fleet.models.values())
 
     def _loop(self, agent: str) -> AgentLoop:
         try:
@@ -139,6 +150,7 @@ class LocalAgentPort:
                 store=self._store,
                 tracer=self._tracer,
                 clock=self._clock,
+                budget=self._budget_stage(),
             )
             return await loop.run(req, RunHooks(on_step=on_step, model=model))
 
@@ -147,3 +159,5 @@ class LocalAgentPort:
 
     async def aclose(self) -> None:
         await self.router.aclose()
+        if self._ledger is not None:
+            await self._ledger.close()

@@ -86,6 +86,9 @@ class ServedRouter(RouterActor):
                 store=self._store,
                 tracer=self._tracer,
                 clock=self._clock,
+                # A streamed step is metered and budgeted like any other: same ledger, same metrics.
+                budget=self._budget_stage(),
+                metrics=self._metrics_stage(),
             )
             return await chain.call_model(inp)
 

@@ -49,6 +49,7 @@ _PII: dict[str, str] = {
     "iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
 }
 _MAX_DEPTH = 32
+_KEY_CACHE_SIZE = 4096
 
 
 def _luhn(digits: str) -> bool:
@@ -80,6 +81,10 @@ class Redactor:
         spec = spec or RedactionSpec()
         self._known = known
         self._keys = frozenset(k.lower() for k in (*_SECRET_KEYS, *spec.keys, *keys))
+        self._suffixes = tuple(sep + k for k in sorted(self._keys) for sep in ("_", "-"))
+        # Every audit payload's keys pass through secret_key; they are few distinct names, so the answer
+        # is cached (bounded) instead of testing ~40 suffixes per key on every record.
+        self._key_cache: dict[str, bool] = {}
         self._pii: list[tuple[str, re.Pattern[str]]] = [(n, re.compile(_PII[n])) for n in spec.pii]
         self._pii += [(name, re.compile(pattern)) for name, pattern in spec.patterns.items()]
 
@@ -89,8 +94,13 @@ class Redactor:
 
     def secret_key(self, key: str) -> bool:
         """Whether a field named ``key`` holds a secret: a listed name, or one ending ``_<name>``."""
-        lowered = key.lower()
-        return lowered in self._keys or any(lowered.endswith(("_" + k, "-" + k)) for k in self._keys)
+        hit = self._key_cache.get(key)
+        if hit is None:
+            lowered = key.lower()
+            hit = lowered in self._keys or lowered.endswith(self._suffixes)
+            if len(self._key_cache) < _KEY_CACHE_SIZE:
+                self._key_cache[key] = hit
+        return hit
 
     def text(self, text: str) -> str:
         """``text`` with secrets and configured PII masked."""
