@@ -116,25 +116,43 @@ def _ops(blob: bytes, magic: bytes) -> list[tuple[int, str, int, bytes]]:
     return ops
 
 
-def apply_delta(segments: dict[str, bytes], delta: bytes) -> None:
-    """Apply one delta to ``segments`` in place."""
+def _apply(segments: dict[str, bytes | bytearray], delta: bytes) -> None:
     for op, key, cut, data in _ops(delta, _DELTA):
         if op == _OP_SET:
             segments[key] = data
         elif op == _OP_SPLICE:
-            segments[key] = segments[key][:cut] + data
+            before = segments.get(key)
+            if before is None or cut > len(before):
+                raise CheckpointSchemaError(f"checkpoint delta splices {key!r} past its end")
+            # Splice in place: a chain of n appends to a 100 KB conversation copies it once, not n times.
+            grown = before if isinstance(before, bytearray) else bytearray(before)
+            del grown[cut:]
+            grown += data
+            segments[key] = grown
         elif op == _OP_DEL:
             segments.pop(key, None)
         else:
             raise CheckpointSchemaError(f"unknown checkpoint delta op {op}")
 
 
+def _frozen(segments: dict[str, bytes | bytearray]) -> dict[str, bytes]:
+    return {key: data if isinstance(data, bytes) else bytes(data) for key, data in segments.items()}
+
+
+def apply_delta(segments: dict[str, bytes], delta: bytes) -> None:
+    """Apply one delta to ``segments`` in place."""
+    work: dict[str, bytes | bytearray] = dict(segments)
+    _apply(work, delta)
+    segments.clear()
+    segments.update(_frozen(work))
+
+
 def decode_segments(checkpoint: Checkpoint) -> dict[str, bytes]:
     """The segments of a stored checkpoint: its base with every delta applied in order."""
-    segments = {key: data for _, key, _, data in _ops(checkpoint.base, _FULL)}
+    segments: dict[str, bytes | bytearray] = {key: data for _, key, _, data in _ops(checkpoint.base, _FULL)}
     for delta in checkpoint.deltas:
-        apply_delta(segments, delta)
-    return segments
+        _apply(segments, delta)
+    return _frozen(segments)
 
 
 # ----- run progress and the journal the step loop talks to ------------------------------------------

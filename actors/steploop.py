@@ -34,13 +34,18 @@ from raygent.core.store.base import RunRecord, SessionContext, Store, canonical_
 from raygent.governance.audit import AuditWriter
 from raygent.governance.errors import ApprovalRequiredError
 from raygent.governance.parking import ParkingLot
+from raygent.integrations.errors import ToolPendingError
 from raygent.telemetry.propagation import context_from_traceparent, trace_id_hex, traceparent_of
 
 __all__ = ["AgentLoop", "RenderedPrompt", "RunHooks", "render_prompt", "tool_schemas", "trim_history"]
 
 _SESSION_WRITE_ATTEMPTS = 12
 # A run in one of these states is over: a retried request (a restarted stateful actor) returns it as is.
-_SETTLED = frozenset({"completed", "failed", "timed_out", "cancelled", "needs_approval"})
+_SETTLED = frozenset({"completed", "failed", "timed_out", "cancelled", "needs_approval", "waiting"})
+# Parked, not over: held for a person's decision, or waiting for a slow backend's reply. A request with
+# ``resume=True`` continues such a run from its parked progress (checkpoint).
+_PARKED = frozenset({"needs_approval", "waiting"})
+_PENDING_SLUG = ToolPendingError.slug
 
 
 def _output_of(record: RunRecord) -> RunOutput:
@@ -133,7 +138,8 @@ class AgentLoop:
         self._fleet = fleet
         # Stateful agents only: the session's checkpointed state (history, progress of runs in flight).
         self._journal = journal
-        # Governed stateless agents: a run held for approval parks its last progress here to resume.
+        # Stateless agents of a governed fleet, or of one with ``async_mode: park`` tools: a run held for
+        # approval or waiting for a reply parks its last progress here to resume.
         self._parking = ParkingLot.for_fleet(fleet, clock) if journal is None else None
         self._progress: dict[str, RunProgress] = {}
         self._agent = agent
@@ -155,7 +161,7 @@ class AgentLoop:
         """
         if self._journal is not None or req.resume:
             stored = await self._store.get_run(req.run_id)
-            parked = req.resume and stored is not None and stored.status == "needs_approval"
+            parked = req.resume and stored is not None and stored.status in _PARKED
             if stored is not None and stored.status in _SETTLED and not parked:
                 if self._journal is not None:
                     # A crash may have come between settling the run and tidying the session.
@@ -172,6 +178,8 @@ class AgentLoop:
             updated_at=now,
             caller_chain=list(req.caller_chain),
             identity=self._spec.identity,
+            requester=req.requester,
+            end_user=req.end_user,
         )
         with self._tracer.start_as_current_span(
             f"invoke_agent {self._agent}",
@@ -217,7 +225,7 @@ class AgentLoop:
                 raise
             except Exception as exc:
                 await self._fail(ctx, record, exc)
-                if record.status != "needs_approval":  # parked for a person: waiting, not failed
+                if record.status not in _PARKED:  # parked for a person or a reply: not failed
                     span.set_status(Status(StatusCode.ERROR, record.status))
                 span.set_attribute("error.type", type(exc).__name__)
             span.set_attribute("raygent.status", record.status)
@@ -260,7 +268,7 @@ class AgentLoop:
         if stored.status == "completed":
             await self._journal.finish(stored.run_id)
         else:
-            await self._journal.abandon(stored.run_id, keep=stored.status == "needs_approval")
+            await self._journal.abandon(stored.run_id, keep=stored.status in _PARKED)
 
     async def _open_run(self, req: RunInput, record: RunRecord) -> RunProgress | None:
         """Create the run; a stateful agent's retried run (after a crash) picks up its checkpoint."""
@@ -280,7 +288,8 @@ class AgentLoop:
         return resumed
 
     async def _unpark(self, req: RunInput, record: RunRecord) -> RunProgress:
-        """The parked progress of a stateless run that waited for approval (claimed: one resumer wins)."""
+        """The parked progress of a stateless run that waited for approval or for a pending reply
+        (claimed: one resumer wins)."""
         assert self._parking is not None  # only called when parking is set
         stored = await self._parking.claim(req.run_id)
         if stored is None:
@@ -433,17 +442,28 @@ class AgentLoop:
         except TimeoutError:
             raise DeadlineExceededError(f"agent {self._agent!r} ran past its deadline") from None
         self._account(record, out.usage, out.cost_usd)
+        result = out.result if isinstance(out.result, dict) else {}
+        pending = out.is_error and result.get("error_type") == _PENDING_SLUG
         record.steps.append(
             {
                 "step": ctx.step,
                 "kind": "tool",
                 "tool": call.name,
                 "call_id": call.id,
-                "is_error": out.is_error,
+                "is_error": out.is_error and not pending,
                 "latency_ms": round(out.latency_s * 1000, 3),
                 "cost_usd": round(out.cost_usd, 8),
+                **({"pending": True, "correlation_id": result.get("correlation_id")} if pending else {}),
             }
         )
+        if pending:
+            # The backend has the request and its reply will be recorded: park the run (progress as of
+            # this step's model answer) instead of showing the model a non-answer. The resumed run
+            # repeats this call with the same id, and the gateway answers it from the recorded reply.
+            raise ToolPendingError(
+                f"tool {call.name!r} is waiting for its reply; the run resumes when it arrives",
+                extra={"tool": call.name, "call_id": call.id, "correlation_id": result.get("correlation_id")},
+            )
         return Message(role="tool", content=canonical_json(out.result), tool_call_id=call.id, name=call.name)
 
     @staticmethod
@@ -516,14 +536,17 @@ class AgentLoop:
         if isinstance(error, ApprovalRequiredError):
             # Parked, not failed: the checkpoint stays so the run can resume once a person decides.
             record.status = "needs_approval"
+        elif isinstance(error, ToolPendingError):
+            # Parked on a slow backend: resumed by the reply resumer when the reply is recorded.
+            record.status = "waiting"
         record.error = error.to_problem(instance=f"/v1/runs/{record.run_id}")
         record.updated_at = self._clock.now()
         await self._audit.write(
             ctx, "error", {"stage": "run", "error_type": error.slug, "detail": error.detail}
         )
         progress = self._progress.pop(record.run_id, None)
-        if self._parking is not None and progress is not None and record.status == "needs_approval":
+        if self._parking is not None and progress is not None and record.status in _PARKED:
             await self._parking.park(record.run_id, self._agent, progress.to_dict())
         await self._store.save_run(record)
         if self._journal is not None:
-            await self._journal.abandon(record.run_id, keep=record.status == "needs_approval")
+            await self._journal.abandon(record.run_id, keep=record.status in _PARKED)

@@ -107,6 +107,7 @@ class LocalAgentPort:
             self.router, store=store, tracer=tracer, clock=clock, budget=self._budget_stage()
         )
         gateway = ToolGateway(fleet, invoker=self, clock=clock)
+        self.gateway = gateway  # kept: its executors' status listeners (the reply resumer) and aclose
         tool_chain = build_tool_chain(gateway, store=store, tracer=tracer, clock=clock)
         self._loops = {
             name: AgentLoop(

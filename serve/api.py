@@ -37,6 +37,7 @@ from raygent.serve.batches import batches_router
 from raygent.serve.errors import RunFinishedError
 from raygent.serve.idempotency import parse_idempotency_key
 from raygent.serve.metrics_route import install_metrics
+from raygent.serve.ownership import CANCEL_ALL_RUNS, READ_ALL_RUNS, RunAccess
 from raygent.serve.problems import error_response, problem_response, status_problem
 from raygent.serve.schemas import CancelResponse, RunAccepted, RunRequest, RunResponse
 from raygent.serve.serving import Serving, build_serving
@@ -179,10 +180,20 @@ class ApiService:
                 "cost_usd": 0.0,
                 "trace_id": None,
                 "error": None,
+                "requester": entry.requester,
+                "end_user": entry.end_user,
             }
         if entry is not None:
             data.update(async_view(entry))
         return data
+
+    async def run_owner(self, run_id: str) -> tuple[str, str] | None:
+        """``(requester, end_user)`` of a run (stored, or only accepted by the async ledger), or None."""
+        record = await self.store.get_run(run_id)
+        if record is not None:
+            return record.requester, record.end_user
+        entry = await self.serving.async_ledger.get(run_id)
+        return None if entry is None else (entry.requester, entry.end_user)
 
     async def cancel_run(self, run_id: str) -> tuple[int, dict[str, Any]]:
         """Cancel a queued or running run (202 while it stops); 409 when it already ended."""
@@ -216,6 +227,7 @@ def build_api(service: ApiService) -> FastAPI:
     install_metrics(api, service)  # /metrics, run-request metrics, /v1/telemetry/* (issue 10)
     api.include_router(runs_ui_router(service))  # /ui/runs, /ui/runs/{id} (issue 10)
     api.include_router(batches_router(service))  # /v1/batches (issue 11)
+    access = RunAccess(service)  # governed fleets: a run is shown only to its owners (serve/ownership.py)
 
     @api.exception_handler(RaygentError)
     async def _raygent_error(request: Request, exc: RaygentError) -> Response:
@@ -257,6 +269,7 @@ def build_api(service: ApiService) -> FastAPI:
             409: {},
             413: {},
             422: {},
+            429: {"description": "over the agent's rate limit or budget; Retry-After says when to retry"},
             503: {"description": "the agent's queue is full; Retry-After says when to retry"},
             504: {},
         },
@@ -271,14 +284,24 @@ def build_api(service: ApiService) -> FastAPI:
             await service.audit_rejection(request, agent, err)
             return error_response(err, instance=request.url.path)
         return await service.serving.coordinator.start(
-            agent, req, key=key, traceparent=request.headers.get("traceparent"), **caller_of(request)
+            agent,
+            req,
+            key=key,
+            traceparent=request.headers.get("traceparent"),
+            client=request.client.host if request.client else "",
+            **caller_of(request),
         )
 
     @api.get("/v1/runs/{run_id}", response_model=RunResponse)
-    async def get_run(run_id: str) -> JSONResponse:
+    async def get_run(run_id: str, request: Request) -> JSONResponse:
         data = await service.run_view(run_id)
-        if data is None:
-            raise NotFoundError(f"there is no run {run_id!r}")
+        if data is None or not access.allows_request(
+            request,
+            requester=data.get("requester", ""),
+            end_user=data.get("end_user", ""),
+            all_runs=READ_ALL_RUNS,
+        ):
+            raise NotFoundError(f"there is no run {run_id!r}")  # someone else's run: as if it did not exist
         return JSONResponse(data)
 
     @api.post(
@@ -287,7 +310,13 @@ def build_api(service: ApiService) -> FastAPI:
         response_model=CancelResponse,
         responses={404: {}, 409: {}},
     )
-    async def cancel_run(run_id: str) -> JSONResponse:
+    async def cancel_run(run_id: str, request: Request) -> JSONResponse:
+        if access.enforced:
+            owner = await service.run_owner(run_id)
+            if owner is None or not access.allows_request(
+                request, requester=owner[0], end_user=owner[1], all_runs=CANCEL_ALL_RUNS
+            ):
+                raise NotFoundError(f"there is no run {run_id!r}")
         status, body = await service.cancel_run(run_id)
         return JSONResponse(body, status_code=status)
 
@@ -297,6 +326,7 @@ def build_api(service: ApiService) -> FastAPI:
         serving = service.serving
         return {
             "agents": serving.admission.stats(),
+            "rate_limits": serving.rates.stats(),
             "async_pending": serving.runner.pending,
             "async_max_pending": service.fleet.server.max_async_pending,
             "inflight": len(serving.inflight),

@@ -30,6 +30,7 @@ import httpx
 
 from raygent.core.clock import Clock
 from raygent.core.config import CallbackSpec
+from raygent.serve.callback_targets import CallbackTargetError, CallbackTargets
 
 __all__ = ["CallbackSender", "sign", "signature_headers", "verify_signature"]
 
@@ -91,6 +92,7 @@ class CallbackSender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
+        targets: CallbackTargets | None = None,
     ) -> None:
         self._spec = spec
         self._clock = clock
@@ -98,6 +100,7 @@ class CallbackSender:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._environ = os.environ if environ is None else environ
+        self.targets = targets or CallbackTargets(spec)
 
     def secret_for(self, tenant: str) -> bytes | None:
         """The tenant's signing secret, or None when its variable is not set."""
@@ -130,6 +133,13 @@ class CallbackSender:
             if secret is not None:
                 headers.update(signature_headers(secret, delivery_id, int(self._clock.now()), body))
             retry = True
+            try:
+                # Checked before every attempt: the name may point elsewhere than when it was accepted.
+                await self.targets.check(url)
+            except CallbackTargetError as exc:
+                record.update(error="destination-refused", detail=exc.detail)
+                await on_attempt(record)
+                return False
             try:
                 resp = await self._client.post(url, content=body, headers=headers)
                 record["status_code"] = resp.status_code

@@ -10,6 +10,9 @@
 * A request refused before anything happened (``503`` overload) releases its key, so the client's retry
   with the same key is processed normally.
 * Keys expire after ``server.idempotency_ttl_s``.
+* A key is unique within its scope (:func:`idempotency_scope`): the tenant and agent, and in governed
+  fleets also the caller (token subject and end user), so two callers who pick the same key never
+  replay, wait for or collide with each other's run.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from raygent.core.store.base import canonical_json, sha256_hex
 from raygent.core.store.idempotency import IdempotencyEntry, IdempotencyLedger
 from raygent.serve.errors import BadIdempotencyKeyError, IdempotencyKeyInUseError, IdempotencyKeyMismatchError
 
-__all__ = ["IdempotencyGuard", "Replay", "parse_idempotency_key", "request_fingerprint"]
+__all__ = ["IdempotencyGuard", "Replay", "idempotency_scope", "parse_idempotency_key", "request_fingerprint"]
 
 _KEY = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,255}$")  # visible ASCII without '"' and '\'
 _POLL_S = 0.05
@@ -45,6 +48,19 @@ def parse_idempotency_key(header: str) -> str:
             "Idempotency-Key must be 1 to 255 visible ASCII characters (optionally in double quotes)"
         )
     return value
+
+
+def idempotency_scope(tenant: str, agent: str, requester: str = "", end_user: str = "") -> str:
+    """What an idempotency key is unique within.
+
+    Ungoverned fleets (no caller): ``tenant:agent``, as before. Governed fleets add the caller: a replay
+    returns the first request's run, so a key shared across callers would hand one caller another's run
+    (and the end user too: one service token acting for two customers must not replay across them).
+    The caller part is JSON, so a subject containing ``:`` cannot forge another caller's scope.
+    """
+    if not requester and not end_user:
+        return f"{tenant}:{agent}"
+    return f"{tenant}:{agent}:{canonical_json([requester, end_user])}"
 
 
 def request_fingerprint(normalised: dict[str, Any]) -> str:

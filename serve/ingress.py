@@ -11,6 +11,7 @@ from raygent.core.config import Fleet
 from raygent.core.store import open_store
 from raygent.serve.agents import HandleAgentPort
 from raygent.serve.api import ApiService, build_api
+from raygent.serve.auth import governed_api
 from raygent.telemetry.runtime import fleet_tracer
 
 __all__ = ["Ingress"]
@@ -37,3 +38,8 @@ class Ingress:
         # Serve calls this every few seconds on the replica's event loop; it (re)starts the async-run
         # sweeper, so a restarted ingress takes over abandoned async runs even before any request.
         self._service.serving.runner.start()
+        # Governed fleets: likewise the approvals sweeper (expiries, resuming runs whose approval was
+        # decided while no ingress was up, or whose resume was lost in a restart).
+        gov = governed_api(self._service)
+        if gov is not None:
+            gov.ensure_sweeper()

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet
-from raygent.core.errors import OverloadedError, RaygentError, ValidationFailedError
+from raygent.core.errors import OverloadedError, RateLimitedError, RaygentError, ValidationFailedError
 from raygent.core.ids import new_id
 from raygent.core.runs import RunInput, RunOutput
 from raygent.core.store.asyncruns import AsyncRunEntry
@@ -33,9 +33,10 @@ from raygent.core.store.base import AuditDraft, Store
 from raygent.serve.admission import AdmissionController, Priority
 from raygent.serve.agents import AgentPort
 from raygent.serve.events import Final, RunEvent, bridge
-from raygent.serve.idempotency import IdempotencyGuard, Replay, request_fingerprint
+from raygent.serve.idempotency import IdempotencyGuard, Replay, idempotency_scope, request_fingerprint
 from raygent.serve.inflight import InflightRuns
 from raygent.serve.problems import PROBLEM_JSON, error_response, problem_response, status_problem
+from raygent.serve.ratelimit import RateLimiter
 from raygent.serve.runs_async import AsyncRunner
 from raygent.serve.schemas import RunRequest
 from raygent.serve.sse import SSE_HEADERS, SSE_MEDIA_TYPE, encode_event
@@ -132,11 +133,13 @@ class RunCoordinator:
         runner: AsyncRunner,
         clock: Clock,
         tracer: Tracer,
+        rates: RateLimiter | None = None,
     ) -> None:
         self._fleet = fleet
         self._store = store
         self._agents = agents
         self._admission = admission
+        self._rates = rates or RateLimiter.for_agents(fleet.agents, fleet.server.rate_limit)
         self._idempotency = idempotency
         self._inflight = inflight
         self._runner = runner
@@ -155,8 +158,16 @@ class RunCoordinator:
         tenant: str = "default",
         requester: str = "",
         end_user: str = "",
+        client: str = "",
     ) -> Response:
-        """Run ``req`` in its mode; every outcome is a response (refusals are problem documents)."""
+        """Run ``req`` in its mode; every outcome is a response (refusals are problem documents).
+
+        ``client`` (the peer address) keys the rate limit of callers without a token.
+        """
+        try:
+            self._rates.take(agent, caller=requester or client or "anonymous", tenant=tenant)
+        except RateLimitedError as err:  # before the idempotency key or any record: nothing to undo
+            return error_response(err, instance=_RUNS_PATH.format(agent=agent))
         priority: Priority = req.priority or ("batch" if req.mode == "async" else "interactive")
         job = _Start(
             agent,
@@ -165,7 +176,7 @@ class RunCoordinator:
             priority,
             traceparent,
             key,
-            f"{tenant}:{agent}",
+            idempotency_scope(tenant, agent, requester, end_user),
             tenant,
             requester,
             end_user,
@@ -220,8 +231,11 @@ class RunCoordinator:
             run = self._input(job, traceparent_of(span))
             served = await self._inflight.run(job.run_id, self._agents.run(run))
             status, payload = self._outcome(served.output, served.replica, span)
-        await self._remember(job, status, payload)
-        return self._respond(status, payload)
+        # 202: the run parked (held for approval, or waiting for a slow backend's reply) and goes on
+        # later; the caller follows it at its status URL.
+        headers = {"Location": f"/v1/runs/{job.run_id}"} if status == 202 else None
+        await self._remember(job, status, payload, headers)
+        return self._respond(status, payload, headers)
 
     async def _start_async(self, job: _Start) -> Response:
         if job.req.callback_url is not None and self._runner.sender.secret_for(job.tenant) is None:
@@ -230,6 +244,8 @@ class RunCoordinator:
                 "callback_url needs a signing secret: set the environment variable "
                 f"{names.tenant_secret_envs.get(job.tenant, names.secret_env)} where the fleet runs"
             )
+        if job.req.callback_url is not None:
+            await self._runner.sender.targets.check(job.req.callback_url)  # 422 before anything is queued
         with self._span(job.agent, job.traceparent, "async") as span:
             run = self._input(job, traceparent_of(span))
             entry = AsyncRunEntry(
@@ -244,6 +260,8 @@ class RunCoordinator:
                 callback_url=job.req.callback_url,
                 traceparent=run.traceparent,
                 latency_budget_ms=run.latency_budget_ms,
+                requester=job.requester,
+                end_user=job.end_user,
             )
             await self._runner.accept(entry)
             span.set_attribute("http.response.status_code", 202)

@@ -233,11 +233,16 @@ class AsyncRunner:
                 deadline_ts=entry.deadline_ts,
                 traceparent=entry.traceparent,
                 latency_budget_ms=entry.latency_budget_ms,
+                requester=entry.requester,  # governed fleets: the same policies as a sync run
+                end_user=entry.end_user,
             )
             attempt = 0
             while True:
                 try:
-                    return served_view(await self._agents.run(req))
+                    served = await self._agents.run(req)
+                    if served.output.status != "waiting":
+                        return served_view(served)
+                    break
                 except OverloadedError:
                     # Serve's own queue bound (the backstop) refused it: the run did not start. Wait and
                     # retry within the run's deadline; async work is allowed to wait.
@@ -252,6 +257,10 @@ class AsyncRunner:
                     if record is None:
                         raise
                     return await self._watch(entry, record)
+        # Parked on a slow backend (``waiting``): the admission slot is free again, and the callback is
+        # for the run's end, after its resumer continues it.
+        parked = await self._store.get_run(entry.run_id)
+        return await self._watch(entry, parked) if parked is not None else served_view(served)
 
     async def _after_cancel(self, entry: AsyncRunEntry) -> dict[str, Any]:
         """The run was cancelled: its agent records it (if it started); otherwise record it here."""
@@ -271,9 +280,10 @@ class AsyncRunner:
         )
 
     async def _watch(self, entry: AsyncRunEntry, record: RunRecord) -> dict[str, Any]:
-        """Wait for a run another process is executing; declare it lost once past its deadline."""
+        """Wait for a run another process is executing; declare it lost once past its deadline (a run
+        ``waiting`` for a slow backend's reply is parked durably, not lost: its resumer continues it)."""
         while record.status not in FINAL_STATES:
-            if self._clock.now() > entry.deadline_ts + _GRACE_S:
+            if record.status != "waiting" and self._clock.now() > entry.deadline_ts + _GRACE_S:
                 record.status = "failed"
                 record.error = {
                     "type": "https://raygent.dev/problems/run-lost",
@@ -318,6 +328,8 @@ class AsyncRunner:
                 "instance": f"/v1/runs/{entry.run_id}",
             },
             identity=self._fleet.agents[entry.agent].identity,
+            requester=entry.requester,
+            end_user=entry.end_user,
         )
         try:
             await self._store.create_run(record)

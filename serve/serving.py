@@ -12,15 +12,18 @@ from raygent.core.ids import new_id
 from raygent.core.store.asyncruns import AsyncRunLedger, SQLiteAsyncRunLedger
 from raygent.core.store.base import Store
 from raygent.core.store.idempotency import IdempotencyLedger, SQLiteIdempotencyLedger
+from raygent.core.store.redis import redis_namespace
+from raygent.core.store.redis_ledgers import RedisAsyncRunLedger, RedisIdempotencyLedger
 from raygent.serve.admission import AdmissionController
 from raygent.serve.agents import AgentPort
 from raygent.serve.callbacks import CallbackSender
 from raygent.serve.idempotency import IdempotencyGuard
 from raygent.serve.inflight import InflightRuns
+from raygent.serve.ratelimit import RateLimiter
 from raygent.serve.runs import RunCoordinator
 from raygent.serve.runs_async import AsyncRunner
 
-__all__ = ["Serving", "build_serving"]
+__all__ = ["Serving", "build_serving", "open_ledgers"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,30 @@ class Serving:
     runner: AsyncRunner
     coordinator: RunCoordinator
     sender: CallbackSender
+    rates: RateLimiter
 
     async def aclose(self) -> None:
         await self.runner.aclose()
         await self.sender.aclose()
         await self.idempotency_ledger.close()
         await self.async_ledger.close()
+
+
+def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
+    """The idempotency and async-run ledgers: in the fleet's Redis when its store is Redis (so every
+    ingress replica on every machine shares them), else in ``server.ledger_path`` beside the store."""
+    spec = fleet.store
+    if spec.kind == "redis" and spec.url is not None:
+        namespace = redis_namespace(spec.tenant, fleet.name)
+        return (
+            RedisIdempotencyLedger(spec.url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
+            RedisAsyncRunLedger(spec.url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
+        )
+    path = fleet.state_path(fleet.server.ledger_path)
+    return (
+        SQLiteIdempotencyLedger(path, busy_timeout_s=spec.busy_timeout_s),
+        SQLiteAsyncRunLedger(path, busy_timeout_s=spec.busy_timeout_s),
+    )
 
 
 def build_serving(
@@ -54,10 +75,9 @@ def build_serving(
 ) -> Serving:
     """The serving parts of one ingress replica; ledgers go to ``server.ledger_path`` in the state dir."""
     server = fleet.server
-    ledger_path = fleet.state_path(server.ledger_path)
-    idempotency_ledger = SQLiteIdempotencyLedger(ledger_path, busy_timeout_s=fleet.store.busy_timeout_s)
-    async_ledger = SQLiteAsyncRunLedger(ledger_path, busy_timeout_s=fleet.store.busy_timeout_s)
+    idempotency_ledger, async_ledger = open_ledgers(fleet)
     admission = AdmissionController.for_agents(fleet.agents, retry_after_s=server.retry_after_s)
+    rates = RateLimiter.for_agents(fleet.agents, server.rate_limit)
     inflight = InflightRuns()
     idempotency = IdempotencyGuard(idempotency_ledger, ttl_s=server.idempotency_ttl_s, clock=clock)
     sender = sender or CallbackSender(server.callbacks, clock=clock)
@@ -84,6 +104,7 @@ def build_serving(
         runner=runner,
         clock=clock,
         tracer=tracer,
+        rates=rates,
     )
     return Serving(
         admission=admission,
@@ -94,4 +115,5 @@ def build_serving(
         runner=runner,
         coordinator=coordinator,
         sender=sender,
+        rates=rates,
     )

@@ -21,10 +21,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from raygent.core.config import AgentToolSpec, Fleet
 from raygent.core.errors import NotFoundError, RaygentError
 from raygent.core.store.base import AuditQuery, AuditRecord, RunRecord, Store
+from raygent.governance.auth import Principal
 from raygent.governance.errors import TokenInvalidError
 from raygent.governance.gateway import delegated_run_id
 from raygent.serve.approvals import _SESSION_COOKIE
 from raygent.serve.auth import governed_api
+from raygent.serve.ownership import READ_ALL_RUNS, RunAccess
 from raygent.telemetry.jsonl import read_spans
 from raygent.telemetry.runtime import tool_redactor
 
@@ -229,7 +231,7 @@ th,td{padding:4px 8px;border-bottom:1px solid #e3e6ec;text-align:left;vertical-a
 th{background:#f5f6f8}.num{text-align:right;font-variant-numeric:tabular-nums}
 .st{padding:1px 6px;border-radius:8px;font-size:12px}.completed{background:#d9f2e0}
 .failed,.timed_out{background:#fbdada}
-.running,.queued{background:#e4ecfb}.needs_approval{background:#fdf0cf}.cancelled{background:#eee}
+.running,.queued{background:#e4ecfb}.needs_approval,.waiting{background:#fdf0cf}.cancelled{background:#eee}
 .wf{position:relative;height:18px;background:#f5f6f8;min-width:420px}
 .bar{position:absolute;top:2px;height:14px;border-radius:3px;min-width:3px}
 .model{background:#5b8def}.tool{background:#43a36b}.agent{background:#9b7be0}.approval{background:#e0a030}
@@ -317,9 +319,11 @@ def runs_ui_router(service: ApiService) -> APIRouter:
     """``GET /ui/runs`` and ``GET /ui/runs/{run_id}``."""
     router = APIRouter(tags=["ui"])
     gov = governed_api(service)
+    access = RunAccess(service)
 
-    async def refused(request: Request) -> Response | None:
-        """Governed fleets: the approvals page's session (or a bearer token) with ``runs:read``."""
+    async def signed_in(request: Request) -> Principal | Response | None:
+        """Governed fleets: the approvals page's session (or a bearer token) with ``runs:read``; the
+        caller, or the page to answer instead. None: an ungoverned fleet (no callers)."""
         if gov is None:
             return None
         header = request.headers.get("authorization", "")
@@ -333,25 +337,33 @@ def runs_ui_router(service: ApiService) -> APIRouter:
                 root = str(request.scope.get("root_path", ""))
                 return RedirectResponse(f"{root}/ui/approvals/login", status_code=303)
             return _page("Not allowed", f"<p>{html.escape(err.detail)}</p>", status=err.status)
-        return None
+        return principal
+
+    def shown(principal: Principal | None, run: RunRecord) -> bool:
+        return access.allows(
+            principal, requester=run.requester, end_user=run.end_user, all_runs=READ_ALL_RUNS
+        )
 
     @router.get("/ui/runs", response_class=HTMLResponse)
     async def runs_page(
         request: Request, agent: str | None = None, limit: int = Query(default=100, ge=1, le=1000)
     ) -> Response:
-        if (denied := await refused(request)) is not None:
-            return denied
-        runs = await service.store.list_runs(agent=agent, limit=limit)
+        principal = await signed_in(request)
+        if isinstance(principal, Response):
+            return principal
+        # Without runs:read_all a caller sees only their own runs among the most recent ``limit``.
+        runs = [r for r in await service.store.list_runs(agent=agent, limit=limit) if shown(principal, r)]
         title = f"Runs of {service.fleet.name}" + (f" — {agent}" if agent else "")
         body = f"<h1>{html.escape(title)}</h1><p class='muted'>{len(runs)} most recent</p>{_runs_table(runs)}"
         return _page(title, body)
 
     @router.get("/ui/runs/{run_id}", response_class=HTMLResponse)
     async def run_page(run_id: str, request: Request) -> Response:
-        if (denied := await refused(request)) is not None:
-            return denied
+        principal = await signed_in(request)
+        if isinstance(principal, Response):
+            return principal
         run = await service.store.get_run(run_id)
-        if run is None:
+        if run is None or not shown(principal, run):  # someone else's run: as if it did not exist
             raise NotFoundError(f"there is no run {run_id!r}")
         fleet = service.fleet
         records = await _audit_tree(service.store, fleet, run_id)

@@ -27,7 +27,7 @@ from raygent.telemetry.runtime import fleet_tracer
 __all__ = ["ItemRunStore", "ItemRunner", "WorkerLostError", "premium_cost_usd", "with_tier"]
 
 # A run in one of these states is over: its item needs no second run.
-_SETTLED = frozenset({"completed", "failed", "timed_out", "cancelled", "needs_approval"})
+_SETTLED = frozenset({"completed", "failed", "timed_out", "cancelled", "needs_approval", "waiting"})
 
 
 def with_tier(fleet: Fleet, tier: str) -> Fleet:

@@ -8,6 +8,7 @@ raising, so ``raygent check`` can report all of them at once.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -398,6 +399,25 @@ class AutoscalingSpec(Strict):
         return self
 
 
+class RateLimitSpec(Strict):
+    """A token bucket per caller (or per tenant, or for the whole agent): ``requests_per_s`` on average,
+    up to ``burst`` at once. A request over it is answered ``429`` with ``Retry-After``."""
+
+    requests_per_s: float = Field(gt=0, le=1_000_000, description="Sustained rate, requests per second.")
+    burst: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Bucket size (default: one second of the rate, ≥ 1)."
+    )
+    per: Literal["caller", "tenant", "agent"] = Field(
+        default="caller",
+        description="Whose bucket: the caller (token subject; the client address in fleets without "
+        "auth), the caller's tenant, or one bucket for every caller of the agent.",
+    )
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst if self.burst is not None else max(1, math.ceil(self.requests_per_s)))
+
+
 class AgentSpec(Strict):
     description: str = ""
     identity: str = Field(pattern=r"^[\w.:@-]{1,128}$", description="The agent's own service identity.")
@@ -437,6 +457,9 @@ class AgentSpec(Strict):
     )
     session_affinity: bool = Field(
         default=True, description="Route a session's runs to the same replica (rendezvous hashing)."
+    )
+    rate_limit: RateLimitSpec | None = Field(
+        default=None, description="Requests per caller and second (default: `server.rate_limit`)."
     )
 
     @model_validator(mode="after")
@@ -535,6 +558,16 @@ class CallbackSpec(Strict):
     timeout_s: float = Field(default=5.0, gt=0, le=120)
     backoff_initial_s: float = Field(default=0.5, gt=0, le=600)
     backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    allowed_hosts: list[Annotated[str, Field(pattern=r"^(\*\.)?[A-Za-z0-9.\-\[\]:]{1,260}$")]] = Field(
+        default_factory=list,
+        description="Hosts a callback_url may name ('host', 'host:port', '*.domain'); empty: any public "
+        "host. A listed host is reached whatever its address (list internal receivers here).",
+    )
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Let callbacks reach loopback, private, link-local and other non-public addresses "
+        "without listing them (off: a callback_url cannot be used to probe the internal network).",
+    )
 
 
 class BatchSpec(Strict):
@@ -573,6 +606,9 @@ class ServerSpec(Strict):
     gateway_num_cpus: float = Field(default=0.1, gt=0, le=64)
     gateway_replicas: int = Field(default=1, ge=1, le=1000)
     retry_after_s: float = Field(default=1.0, gt=0, le=3600, description="Retry-After of a 503.")
+    rate_limit: RateLimitSpec | None = Field(
+        default=None, description="Default rate limit of every agent without its own (none: unlimited)."
+    )
     idempotency_ttl_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
     max_async_pending: int = Field(
         default=1024, ge=1, description="Async runs accepted but not yet finished, per ingress replica."

@@ -14,6 +14,7 @@ cross Ray process boundaries, so each one pickles through ``__reduce__`` with al
     ├── PayloadTooLargeError    413
     ├── ValidationFailedError   422
     ├── BudgetExceededError     429
+    ├── RateLimitedError        429 (a caller over its rate limit; Retry-After)
     ├── OverloadedError         503
     ├── DeadlineExceededError   504
     ├── StoreError              500 (retryable)
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "RateLimitedError",
     "RaygentError",
     "StoreError",
     "ToolError",
@@ -162,6 +164,13 @@ class BudgetExceededError(RaygentError):
     status = 429
     slug = "budget-exceeded"
     title = "Budget or rate limit exceeded"
+    default_retryable = True
+
+
+class RateLimitedError(RaygentError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
     default_retryable = True
 
 

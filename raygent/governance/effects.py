@@ -39,6 +39,7 @@ from raygent.governance.gateway import error_result
 __all__ = ["EffectLedgerInterceptor", "EffectReplayInterceptor", "call_fingerprint"]
 
 _TIMEOUT_SLUG = "tool-timeout"
+_UNSETTLED_SLUGS = frozenset({_TIMEOUT_SLUG, "tool-pending"})
 
 
 def call_fingerprint(tool: str, arguments: dict[str, Any]) -> str:
@@ -128,8 +129,9 @@ class EffectLedgerInterceptor(ToolInterceptor):
         self._fault("after_intent", inp)
         out = await self.next.call_tool(inp)
         self._fault("after_effect", inp)
-        if out.is_error and isinstance(out.result, dict) and out.result.get("error_type") == _TIMEOUT_SLUG:
-            # The tool may still apply the effect after we stopped waiting: outcome unknown, stays intended.
+        if out.is_error and isinstance(out.result, dict) and out.result.get("error_type") in _UNSETTLED_SLUGS:
+            # The tool may still apply the effect after we stopped waiting (timed out, or still pending on a
+            # slow backend): outcome unknown, stays intended.
             return out
         await self._store.settle_effect(
             inp.call.id, status="done", outcome=_outcome(out), reason="", now=self._clock.now()

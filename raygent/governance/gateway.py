@@ -216,6 +216,16 @@ class ToolGateway(ToolStage):
                 f"agent {spec.agent!r} is waiting for approval",
                 extra={**held, "delegated_run_id": out.run_id},
             )
+        if out.status == "waiting":
+            # The delegated run parked on a slow backend: the caller's run parks too, and the resumer
+            # continues the caller, whose repeated call continues this run (same derived id).
+            raise ToolPendingError(
+                f"agent {spec.agent!r} is waiting for a backend's reply",
+                extra={
+                    "correlation_id": (out.error or {}).get("correlation_id"),
+                    "delegated_run_id": out.run_id,
+                },
+            )
         usage = Usage(out.input_tokens, out.output_tokens)
         if out.status != "completed":
             # Still an error result, but the callee's spend is carried up to the caller's run.

@@ -3,6 +3,7 @@ ToolGateway. Delegated agents are reached through Serve handles looked up by nam
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from typing import Any
 
@@ -26,6 +27,9 @@ from raygent.telemetry.interceptors import TracingToolInterceptor
 from raygent.telemetry.runtime import fleet_metrics, fleet_tracer, tool_redactor
 
 __all__ = ["GatewayActor", "agent_deployment_name", "build_tool_chain"]
+
+# How often a gateway replica looks for recorded replies whose parked run nobody resumed.
+_REPLY_SWEEP_S = 30.0
 
 
 def build_tool_chain(
@@ -72,13 +76,31 @@ class GatewayActor:
 
             return serve.get_deployment_handle(agent_deployment_name(agent), app_name=app_name)
 
-        gateway = ToolGateway(fleet, invoker=RemoteAgentInvoker(resolve), clock=clock)
+        invoker = RemoteAgentInvoker(resolve)
+        gateway = ToolGateway(fleet, invoker=invoker, clock=clock)
         self._gateway = gateway
         faults = FaultHook.for_fleet(fleet.faults, fleet.state_path("."))
         telemetry = fleet_metrics(fleet, "gateway", clock=clock)
         self._chain = build_tool_chain(
             gateway, store=self._store, tracer=tracer, clock=clock, faults=faults, telemetry=telemetry
         )
+        # Tools with ``async_mode: park``: this replica resumes the runs whose reply it records.
+        from raygent.integrations.resumer import ReplyResumer  # only fleets with mq tools need it
+
+        self._resumer = ReplyResumer.for_gateway(gateway, store=self._store, invoker=invoker, clock=clock)
+        self._resuming: asyncio.Task[None] | None = None
+
+    async def check_health(self) -> None:
+        # Serve calls this every few seconds on the replica's event loop: it (re)starts the reply resumer,
+        # so a restarted gateway consumes the replies that waited in the durable reply queues and resumes
+        # runs whose reply was recorded while no one resumed them, before any tool call arrives.
+        if self._resumer is not None and (self._resuming is None or self._resuming.done()):
+            self._resuming = asyncio.get_running_loop().create_task(self._resume_forever())
+
+    async def _resume_forever(self) -> None:
+        assert self._resumer is not None  # started only when the fleet has parking tools
+        await self._resumer.start()
+        await self._resumer.sweep_forever(_REPLY_SWEEP_S)
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         return await self._chain.call_tool(inp)

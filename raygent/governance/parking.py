@@ -1,9 +1,12 @@
-"""Parked runs of stateless agents: where a run waiting for a person's decision keeps its progress.
+"""Parked runs of stateless agents: where a run waiting for a person's decision, or for a slow
+backend's reply, keeps its progress.
 
 A stateful agent checkpoints every step anyway; a stateless one keeps its progress only in memory, so
-when a tool call is held for approval the step loop parks that progress here (durably, in the
-governance state). Resuming *claims* it — read and delete in one transaction — so two resumers
-racing (the approver's request and the sweeper) cannot both continue the run.
+when a tool call is held for approval (``needs_approval``) or an ``mq`` tool with ``async_mode: park``
+answers ``tool-pending`` (``waiting``) the step loop parks that progress here (durably, in the
+fleet's ``governance.db``). Resuming *claims* it — read and delete in one transaction — so two resumers
+racing (the approver's request and the sweeper; the reply listener and the restart sweep) cannot both
+continue the run.
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ import sqlite3
 from typing import Any
 
 from raygent.core.clock import Clock, SystemClock
-from raygent.core.config import Fleet
+from raygent.core.config import Fleet, MqToolSpec
 from raygent.core.store.base import canonical_json
 from raygent.governance.runtime import governance_enabled
 from raygent.governance.state import GovernanceDB
 
-__all__ = ["ParkingLot"]
+__all__ = ["ParkingLot", "has_parkable_tools"]
+
+
+def has_parkable_tools(fleet: Fleet) -> bool:
+    """Whether a tool of ``fleet`` can park a run on a pending reply (``async_mode: park``)."""
+    return any(
+        isinstance(t, MqToolSpec) and t.async_after_ms is not None and t.async_mode == "park"
+        for t in fleet.tools.values()
+    )
 
 
 class ParkingLot:
@@ -28,8 +39,9 @@ class ParkingLot:
 
     @classmethod
     def for_fleet(cls, fleet: Fleet, clock: Clock | None = None) -> ParkingLot | None:
-        """The fleet's parking lot, or None when the fleet has no governance (nothing can be held)."""
-        if not governance_enabled(fleet):
+        """The fleet's parking lot, or None when nothing can park a run: no governance (nothing can be
+        held for approval) and no tool with ``async_mode: park``."""
+        if not governance_enabled(fleet) and not has_parkable_tools(fleet):
             return None
         db = GovernanceDB(fleet.state_path("governance.db"), busy_timeout_s=fleet.store.busy_timeout_s)
         return cls(db, clock or SystemClock())

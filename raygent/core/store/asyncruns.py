@@ -40,6 +40,10 @@ class AsyncRunEntry:
     callback_url: str | None = None
     traceparent: str | None = None
     latency_budget_ms: float | None = None
+    # Governance: who asked and for whom, carried into the run (policies see both; ownership checks use
+    # them). Entries written before these fields existed load with ''.
+    requester: str = ""
+    end_user: str = ""
     state: AsyncRunState = "queued"
     owner: str | None = None
     lease_until: float = 0.0

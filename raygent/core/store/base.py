@@ -32,7 +32,11 @@ __all__ = [
 
 # needs_approval: the run stopped because a side effect's outcome is unknown and only a person may
 # decide whether to repeat it (see raygent.governance.effects); its checkpoint keeps it resumable.
-RunState = Literal["queued", "running", "completed", "failed", "timed_out", "cancelled", "needs_approval"]
+# waiting: the run is parked on a slow backend's pending reply (an ``mq`` tool with ``async_mode: park``);
+# it resumes from its parked progress when the reply is recorded (raygent.integrations.resumer).
+RunState = Literal[
+    "queued", "running", "completed", "failed", "timed_out", "cancelled", "needs_approval", "waiting"
+]
 RUN_STATES: tuple[str, ...] = get_args(RunState)
 AuditKind = Literal[
     "prompt",
@@ -86,6 +90,11 @@ class RunRecord:
     caller_chain: list[str] = field(default_factory=list)
     trace_id: str | None = None
     identity: str = ""
+    # Who started the run (the token's subject) and the end user it acts for; set once at creation and
+    # never changed. Empty for ungoverned fleets and for rows stored before these fields existed. The
+    # HTTP API shows or cancels a run only for these two (or a caller with ``runs:read_all``).
+    requester: str = ""
+    end_user: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

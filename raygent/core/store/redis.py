@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Coroutine
@@ -56,7 +57,9 @@ T = TypeVar("T")
 _PAGE = 500
 _APPEND_BACKOFF_FIRST_S = 0.001
 _APPEND_BACKOFF_MAX_S = 0.05
-_RUN_IMMUTABLE = ("run_id", "agent", "session_id", "input", "created_at")
+# Written once by create_run. requester/end_user were added later: a run stored before has neither in its
+# JSON and loads with the dataclass defaults ('').
+_RUN_IMMUTABLE = ("run_id", "agent", "session_id", "input", "created_at", "requester", "end_user")
 
 # Every write script takes a token (ARGV, last) that it stores beside what it wrote. redis-py re-sends a
 # command after a connection error; if the first send was applied and only its reply was lost (Redis
@@ -106,20 +109,43 @@ _AUDIT_SNAPSHOT = """
 local h = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 return {h[1] or '0', h[2] or '', redis.call('HLEN', KEYS[2]), redis.call('EXISTS', KEYS[1])}
 """
-# One hash per checkpoint: v (version), sv (schema version), t (updated_at), b (base), n (deltas), d1..dn.
-# Reading it is one HGETALL: atomic, and no large value passes through Lua on the way out.
+# One hash per checkpoint, three fields: m packs "<version> <schema version> <deltas> <base field>
+# <token> <updated_at>"; the base lives under b:<token>; d holds the deltas written since, each framed
+# by its length (4 bytes, little-endian). A restore is one HGETALL of a handful of elements (each one is
+# a Python-level parse in redis-py): atomic, and no large value passes through Lua either way. A full
+# write is two commands sent together: a plain HSET stages the base under a field named by the
+# write's token (so a stale writer never clobbers anyone's base), then this script moves the version
+# with compare-and-set and points m at the staged field, or drops the staged field on a conflict.
+# (Passing a 100 KB base as a script argument, which Redis copies into Lua, was most of a checkpoint's
+# cost.) A delta goes through the script, which appends it to d (the chain stays smaller than a full
+# write: the Checkpointer compacts it). ARGV: version, schema version, delta flag, framed delta or
+# staged field, now, token.
 _PUT_CHECKPOINT = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if cur == tonumber(ARGV[1]) and redis.call('HGET', KEYS[1], 'w') == ARGV[6] then return 1 end
-if cur ~= tonumber(ARGV[1]) - 1 then return 0 end
+local m = redis.call('HGET', KEYS[1], 'm')
+local cur, n, bf, w = 0, 0, false, false
+if m then
+  local v, dn, f, tok = string.match(m, '^(%d+) %d+ (%d+) (%S+) (%S+) ')
+  cur, n, bf, w = tonumber(v), tonumber(dn), f, tok
+end
+if cur == tonumber(ARGV[1]) and w == ARGV[6] then return 1 end
+if cur ~= tonumber(ARGV[1]) - 1 or (ARGV[3] == '1' and cur == 0) then
+  if ARGV[3] == '0' and bf ~= ARGV[4] then redis.call('HDEL', KEYS[1], ARGV[4]) end
+  return 0
+end
 if ARGV[3] == '1' then
-  if cur == 0 then return 0 end
-  local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-  redis.call('HSET', KEYS[1], 'd' .. n, ARGV[4], 'v', ARGV[1], 'sv', ARGV[2], 't', ARGV[5], 'w', ARGV[6])
+  n = n + 1
+  local chain = redis.call('HGET', KEYS[1], 'd') or ''
+  local meta = table.concat({ARGV[1], ARGV[2], n, bf, ARGV[6], ARGV[5]}, ' ')
+  redis.call('HSET', KEYS[1], 'd', chain .. ARGV[4], 'm', meta)
 else
-  local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-  for i = 1, n do redis.call('HDEL', KEYS[1], 'd' .. i) end
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 'sv', ARGV[2], 'b', ARGV[4], 't', ARGV[5], 'n', 0, 'w', ARGV[6])
+  -- The old base, the deltas, and any base staged by a write whose script never ran (its connection
+  -- was lost between the two commands) all go.
+  local stale = {}
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if f ~= ARGV[4] and f ~= 'm' then stale[#stale + 1] = f end
+  end
+  if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+  redis.call('HSET', KEYS[1], 'm', table.concat({ARGV[1], ARGV[2], 0, ARGV[4], ARGV[6], ARGV[5]}, ' '))
 end
 return 1
 """
@@ -148,6 +174,24 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
 end
 return {1, redis.call('HGETALL', KEYS[1])}
 """
+
+
+_FRAME = struct.Struct("<I")
+
+
+def _unframe(chain: bytes) -> tuple[bytes, ...] | None:
+    """The deltas of a checkpoint's d field (each framed by its length), or None when it is cut short."""
+    deltas, pos, end = [], 0, len(chain)
+    while pos < end:
+        if pos + _FRAME.size > end:
+            return None
+        (size,) = _FRAME.unpack_from(chain, pos)
+        pos += _FRAME.size
+        if pos + size > end:
+            return None
+        deltas.append(chain[pos : pos + size])
+        pos += size
+    return tuple(deltas)
 
 
 def _token() -> str:
@@ -242,7 +286,6 @@ class RedisStore:
                 ("save_run", _SAVE_RUN),
                 ("append_audit", _APPEND_AUDIT),
                 ("audit_snapshot", _AUDIT_SNAPSHOT),
-                ("put_checkpoint", _PUT_CHECKPOINT),
                 ("begin_effect", _BEGIN_EFFECT),
                 ("settle_effect", _SETTLE_EFFECT),
             )
@@ -474,7 +517,8 @@ class RedisStore:
     # ----- checkpoints -------------------------------------------------------------------------------
 
     async def put_checkpoints(self, writes: list[CheckpointWrite]) -> None:
-        """Apply each compare-and-set write with one script call each, all in one pipelined round trip.
+        """Apply each compare-and-set write (a full one as HSET of the base plus the script, a delta as the
+        script alone), all sent in one pipelined round trip.
 
         Raises:
             ConflictError: Some writes did not follow the stored version (``extra["keys"]``); the
@@ -483,16 +527,16 @@ class RedisStore:
         if not writes:
             return
         now = repr(self._clock.now())
-        script = self._scripts["put_checkpoint"]
-        if len(writes) == 1:
-            results = [await self._script("put_checkpoint", *self._checkpoint_call(writes[0], now))]
-        else:
-            async with self._guard():
-                pipe = self._r.pipeline(transaction=False)
-                for write in writes:
-                    keys, args = self._checkpoint_call(write, now)
-                    await script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute()
+        commands: list[tuple[Any, ...]] = []
+        for write in writes:
+            commands += self._checkpoint_commands(write, now)
+        replies = await self._send(commands)
+        # The script's reply is the last of each write's commands.
+        results: list[Any] = []
+        at = 0
+        for write in writes:
+            at += 1 if write.delta else 2
+            results.append(replies[at - 1])
         conflicts = [w.key for w, ok in zip(writes, results, strict=True) if not ok]
         if conflicts:
             raise ConflictError(
@@ -500,24 +544,71 @@ class RedisStore:
                 extra={"keys": conflicts},
             )
 
-    def _checkpoint_call(self, write: CheckpointWrite, now: str) -> tuple[list[str], list[Any]]:
-        keys = [self._key("cp", write.key)]
-        delta = "1" if write.delta else "0"
-        return keys, [write.version, write.schema_version, delta, write.data, now, _token()]
+    def _checkpoint_commands(self, write: CheckpointWrite, now: str) -> list[tuple[Any, ...]]:
+        """The commands of one write: the script, after an HSET staging the base of a full write."""
+        key, token = self._key("cp", write.key), _token()
+        if write.delta:
+            framed = _FRAME.pack(len(write.data)) + write.data
+            args: list[Any] = [write.version, write.schema_version, "1", framed, now, token]
+            return [("EVAL", _PUT_CHECKPOINT, 1, key, *args)]
+        field = "b:" + token
+        args = [write.version, write.schema_version, "0", field, now, token]
+        return [("HSET", key, field, write.data), ("EVAL", _PUT_CHECKPOINT, 1, key, *args)]
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on one connection and read every reply: one round trip, without
+        redis-py's pipeline machinery (it checks its scripts with an extra round trip per call, and its
+        bookkeeping cost about as much as the checkpoint's own commands).
+
+        Like redis-py, a connection error re-sends all of them (its retry policy); the scripts' tokens
+        make that safe. EVAL carries the script's text, so a restarted Redis (empty script cache) needs no
+        reload. An error reply raises StoreError once every reply is read (the connection stays usable).
+        """
+        async with self._guard():
+            pool = self._r.connection_pool
+            conn = await pool.get_connection()
+            try:
+                packed = conn.pack_commands(commands)
+
+                async def attempt() -> list[Any]:
+                    await conn.send_packed_command(packed)
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(await conn.read_response())
+                        except redis_errors.ResponseError as exc:
+                            replies.append(exc)
+                    return replies
+
+                async def fail(_error: Exception) -> None:
+                    await conn.disconnect()
+
+                replies = await conn.retry.call_with_retry(attempt, fail)
+            finally:
+                await pool.release(conn)
+            for reply in replies:
+                if isinstance(reply, redis_errors.ResponseError):
+                    raise reply
+            return replies
 
     async def get_checkpoint(self, key: str) -> Checkpoint | None:
         """The base and deltas of ``key`` in one atomic read (HGETALL), or ``None``."""
         fields = await self._do(self._r.hgetall(self._key("cp", key)))
-        if not fields:
-            return None
-        count = int(fields.get(b"n") or 0)
+        meta = fields.get(b"m")
+        if meta is None:
+            return None  # nothing, or only a base staged by a write that never completed
+        version, schema_version, count, base_field, _, updated_at = meta.split(b" ")
+        base = fields.get(base_field)
+        deltas = _unframe(fields.get(b"d") or b"")
+        if base is None or deltas is None or len(deltas) != int(count):
+            raise StoreError(f"checkpoint {key!r} in Redis is corrupt", retryable=False)
         return Checkpoint(
             key=key,
-            version=int(fields[b"v"]),
-            schema_version=int(fields[b"sv"]),
-            base=fields.get(b"b") or b"",
-            deltas=tuple(fields[b"d%d" % i] for i in range(1, count + 1)),
-            updated_at=float(fields.get(b"t") or 0.0),
+            version=int(version),
+            schema_version=int(schema_version),
+            base=base,
+            deltas=deltas,
+            updated_at=float(updated_at),
         )
 
     async def delete_checkpoint(self, key: str) -> None:

@@ -40,13 +40,14 @@ from raygent.core.store.base import (
     canonical_json,
 )
 from raygent.core.store.chain import seal, verify_chain
+from raygent.core.store.groupcommit import GroupCommit
 from raygent.core.store.sqlite_durable import SCHEMA_V2, SQLiteDurableMixin
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Idle connections kept per store; more threads than this still work, the extras are just closed.
 _POOL_SIZE = 8
 # SQLite's own busy handler waits this long per attempt before our jittered backoff takes over; short,
@@ -61,7 +62,7 @@ _AUDIT_COLUMNS = (
 )
 _RUN_COLUMNS = (
     "run_id, agent, session_id, status, input, created_at, updated_at, output, error, steps, "
-    "input_tokens, output_tokens, cost_usd, caller_chain, trace_id, identity"
+    "input_tokens, output_tokens, cost_usd, caller_chain, trace_id, identity, requester, end_user"
 )
 # save_run leaves these alone: they say what was asked, of whom and when, and never change afterwards.
 _RUN_MUTABLE = (
@@ -146,8 +147,14 @@ _SCHEMA_V1: tuple[str, ...] = (
     """CREATE TRIGGER IF NOT EXISTS audit_head_no_delete BEFORE DELETE ON audit_head
     BEGIN SELECT RAISE(ABORT, 'audit head may only move forward'); END""",
 )
+# Version 3: who started a run and for whom (run ownership on the HTTP API). Rows stored before get ''
+# (only a caller allowed to read every run sees them in a governed fleet).
+_SCHEMA_V3: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN requester TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE runs ADD COLUMN end_user TEXT NOT NULL DEFAULT ''",
+)
 # _MIGRATIONS[i] brings a database from version i to version i + 1.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = ((), _SCHEMA_V1, SCHEMA_V2)
+_MIGRATIONS: tuple[tuple[str, ...], ...] = ((), _SCHEMA_V1, SCHEMA_V2, _SCHEMA_V3)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -206,6 +213,8 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         caller_chain=json.loads(row["caller_chain"]),
         trace_id=row["trace_id"],
         identity=row["identity"],
+        requester=row["requester"],
+        end_user=row["end_user"],
     )
 
 
@@ -227,6 +236,8 @@ def _run_params(run: RunRecord) -> dict[str, Any]:
         "caller_chain": canonical_json(run.caller_chain),
         "trace_id": run.trace_id,
         "identity": run.identity,
+        "requester": run.requester,
+        "end_user": run.end_user,
     }
 
 
@@ -258,6 +269,7 @@ class SQLiteStore(SQLiteDurableMixin):
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._group = GroupCommit(self._append_now)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -486,6 +498,9 @@ class SQLiteStore(SQLiteDurableMixin):
     async def append_audit(self, drafts: list[AuditDraft]) -> list[AuditRecord]:
         """Append drafts to the single chain, in order, as one transaction.
 
+        Concurrent calls of this process are group-committed (one transaction for all that arrive
+        while one is in flight); each call returns once its own records are committed.
+
         Returns:
             The sealed records, equal to what :meth:`query_audit` reads back.
 
@@ -493,6 +508,9 @@ class SQLiteStore(SQLiteDurableMixin):
             ValueError: A draft's kind is unknown.
             StoreError: The write lock stayed taken for ``busy_timeout_s``.
         """
+        return await self._group.append(drafts)
+
+    async def _append_now(self, drafts: list[AuditDraft]) -> list[AuditRecord]:
         if not drafts:
             return []
 

@@ -58,6 +58,16 @@ class PendingReplies(Protocol):
 
     async def list_pending(self) -> list[PendingRecord]: ...
 
+    async def list_replied(self, *, since_ts: float, limit: int = 500) -> list[PendingRecord]:
+        """Calls whose reply was recorded at or after ``since_ts``, oldest first (the restart sweep
+        resumes the runs among them that still wait)."""
+        ...
+
+    async def list_overdue(self, *, now: float, since_ts: float, limit: int = 500) -> list[PendingRecord]:
+        """Calls whose reply can no longer come: still pending past their deadline, or expired, with a
+        deadline at or after ``since_ts``; oldest deadline first."""
+        ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mq_pending (
@@ -182,6 +192,22 @@ class SQLitePendingReplies:
 
     async def list_pending(self) -> list[PendingRecord]:
         rows = await self._run(f"SELECT {_COLUMNS} FROM mq_pending WHERE state='pending' ORDER BY created_ts")
+        return [_row_to_record(r) for r in rows]
+
+    async def list_replied(self, *, since_ts: float, limit: int = 500) -> list[PendingRecord]:
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM mq_pending WHERE state='replied' AND replied_ts >= ?"
+            " ORDER BY replied_ts LIMIT ?",
+            (since_ts, limit),
+        )
+        return [_row_to_record(r) for r in rows]
+
+    async def list_overdue(self, *, now: float, since_ts: float, limit: int = 500) -> list[PendingRecord]:
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM mq_pending WHERE deadline_ts >= ? AND"
+            " ((state='pending' AND deadline_ts <= ?) OR state='expired') ORDER BY deadline_ts LIMIT ?",
+            (since_ts, now, limit),
+        )
         return [_row_to_record(r) for r in rows]
 
     def close(self) -> None:

@@ -69,6 +69,20 @@ class MqToolExecutor:
         self.bridge = MqBridge(transport or build_transport(spec), clock=clock, pending=self._pending)
 
     @property
+    def parks(self) -> bool:
+        """Whether a slow call parks its run (``async_mode: park``) instead of waiting in it."""
+        return self._spec.async_after_ms is not None and self._spec.async_mode == "park"
+
+    @property
+    def pending(self) -> SQLitePendingReplies | None:
+        """The durable pending-reply records (asynchronous tools only)."""
+        return self._pending
+
+    @property
+    def async_timeout_s(self) -> float:
+        return self._spec.async_timeout_s
+
+    @property
     def codec(self) -> Codec:
         if self._codec is None:
             self._codec = build_codec(self._spec.codec, base_dir=self._base_dir)

@@ -156,3 +156,55 @@ def test_kill_switch_over_http(client: httpx.Client, governed_serve: GovernedSer
     assert (
         "has been issued" in ask(client, g, "C105", "refund order 1004, it arrived broken").json()["output"]
     )
+
+
+def settled(client: httpx.Client, run_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Poll an async run until it leaves queued/running (bounded; no timing is asserted)."""
+    body: dict[str, Any] = {}
+    for _ in range(600):
+        body = client.get(f"/v1/runs/{run_id}", headers=headers).json()
+        if body.get("status") not in ("queued", "running"):
+            break
+        time.sleep(0.2)
+    return body
+
+
+def test_async_runs_carry_the_caller_and_runs_belong_to_it(
+    client: httpx.Client, governed_serve: GovernedServe
+) -> None:
+    g = governed_serve
+    c105, c106 = (g.auth(c, "customer", customer=c) for c in ("C105", "C106"))
+    auto = client.post(
+        "/v1/agents/support/runs",
+        json={"input": "refund order 1004, it arrived broken", "mode": "async"},
+        headers=c105,
+    )
+    assert auto.status_code == 202, auto.text
+    run_id = auto.json()["run_id"]
+    done = settled(client, run_id, c105)
+    assert done["status"] == "completed" and "of $183.14 for order 1004 has been issued" in done["output"]
+    assert done["requester"] == "C105" and done["mode"] == "async"
+    # Someone else's run answers exactly like a run that does not exist; the auditor reads every run.
+    foreign, missing = (client.get(f"/v1/runs/{rid}", headers=c106) for rid in (run_id, "run_nope"))
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["detail"] == f"there is no run {run_id!r}"
+    assert client.get(f"/v1/runs/{run_id}", headers=g.auth("erin", "auditor")).status_code == 200
+    # Over $200, started asynchronously: parked for approval like a sync run.
+    c107 = g.auth("C107", "customer", customer="C107")
+    held = client.post(
+        "/v1/agents/support/runs",
+        json={"input": "refund order 1080, it arrived broken", "mode": "async"},
+        headers=c107,
+    )
+    assert held.status_code == 202, held.text
+    assert settled(client, held.json()["run_id"], c107)["status"] == "needs_approval"
+    # One idempotency key, two callers: two runs, no replay across them.
+    key = {"Idempotency-Key": f"shared-{run_id}"}
+    first = client.post(
+        "/v1/agents/support/runs", json={"input": "where is order 1004?"}, headers={**c105, **key}
+    )
+    other = client.post(
+        "/v1/agents/support/runs", json={"input": "where is order 1004?"}, headers={**c106, **key}
+    )
+    assert first.status_code == other.status_code == 200
+    assert "idempotent-replayed" not in other.headers and other.json()["run_id"] != first.json()["run_id"]

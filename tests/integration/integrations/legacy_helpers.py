@@ -23,6 +23,7 @@ from raygent.core.runs import RunInput, RunOutput
 from raygent.core.store import SQLiteStore
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.gateway_actor import build_tool_chain
+from raygent.integrations.resumer import ReplyResumer
 from raygent.router.actor import build_model_chain
 from raygent.router.router import Router
 
@@ -98,7 +99,7 @@ def legacy_fleet(state: Path, *, queue: str, wsdl: str = "http://127.0.0.1:9/?ws
 
 class LegacyFleet:
     """The in-process fleet (same loops and chains as Serve) with the gateway kept, so its broker
-    connections are closed after the test."""
+    connections are closed after the test, and the reply resumer of its parking tools (if any)."""
 
     def __init__(self, fleet: Fleet, *, store: SQLiteStore, tracer_provider: TracerProvider) -> None:
         clock = SystemClock()
@@ -114,6 +115,8 @@ class LegacyFleet:
             for name in fleet.agents
         }
         self.fleet = fleet
+        self.closed = False
+        self.resumer = ReplyResumer.for_gateway(self.gateway, store=store, invoker=self, clock=clock)
 
     async def invoke(self, run: RunInput) -> RunOutput:
         loop = self.loops.get(run.agent)
@@ -122,17 +125,26 @@ class LegacyFleet:
         return await loop.run(run)
 
     async def run(self, agent: str, text: str) -> RunOutput:
-        req = RunInput(
+        return await self.invoke(self.request(agent, text))
+
+    def request(self, agent: str, text: str) -> RunInput:
+        return RunInput(
             run_id=f"run_{uuid.uuid4().hex[:12]}",
             agent=agent,
             input=text,
             session_id=f"ses_{uuid.uuid4().hex[:8]}",
             deadline_ts=time.time() + self.fleet.agents[agent].deadline_s,
         )
-        return await self.invoke(req)
 
     async def aclose(self) -> None:
-        await self.gateway.aclose()
+        if self.closed:  # a test that restarts the fleet closes it itself; the fixture again after
+            return
+        self.closed = True
+        if self.resumer is not None:
+            self.resumer.stop()
+        await self.gateway.aclose()  # stops consuming replies first: nothing new to resume
+        if self.resumer is not None:
+            await self.resumer.drain()
         await self.router.aclose()
 
 

@@ -22,7 +22,12 @@ def load_fleet_spec(state_dir: str) -> dict[str, Any]:
     agent = {"identity": "svc-load", "prompt": "p@1", "num_cpus": 0.05}
     return {
         "name": "load-fleet",
-        "server": {"num_cpus": 0.05, "router_num_cpus": 0.05, "gateway_num_cpus": 0.05},
+        "server": {
+            "num_cpus": 0.05,
+            "router_num_cpus": 0.05,
+            "gateway_num_cpus": 0.05,
+            "callbacks": {"allowed_hosts": ["127.0.0.1"]},  # the tests' receivers are on loopback
+        },
         "models": {
             "fast": {**_MODEL, "tier": "standard"},
             "slow": {**_MODEL, "tier": "cheap", "latency_ms": 1000},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,20 @@ def test_run_progress_round_trip() -> None:
     fresh = RunRecord("r", "a", "s", "running", "in", 1.0, 1.0)
     again.restore(fresh)
     assert (fresh.steps, fresh.input_tokens) == ([{"step": 1}], 5)
+
+
+def test_a_chain_of_appends_decodes_to_the_last_state() -> None:
+    """A restore applies every delta after the base, in order (spliced in place, one copy per segment)."""
+    history = [{"role": "user", "content": "x" * 100} for _ in range(20)]
+    states = [{"messages": history[:n], "memory": {"n": n}} for n in range(5, 20)]
+    deltas = tuple(encode_delta(segments(before), segments(after)) for before, after in pairwise(states))
+    stored = Checkpoint("k", len(states), 1, encode_full(segments(states[0])), deltas)
+    assert {k: orjson.loads(v) for k, v in decode_segments(stored).items()} == states[-1]
+    assert all(isinstance(v, bytes) for v in decode_segments(stored).values())
+
+
+def test_a_splice_past_the_end_of_its_segment_is_refused() -> None:
+    short = segments({"messages": [1]})
+    delta = encode_delta(segments({"messages": [1, 2, 3, 4, 5]}), segments({"messages": [1, 2, 3, 4, 5, 6]}))
+    with pytest.raises(CheckpointSchemaError, match="past its end"):
+        decode_segments(Checkpoint("k", 2, 1, encode_full(short), (delta,)))

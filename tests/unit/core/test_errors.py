@@ -25,6 +25,7 @@ EXPECTED: dict[str, tuple[int, bool]] = {
     "PayloadTooLargeError": (413, False),
     "ValidationFailedError": (422, False),
     "BudgetExceededError": (429, True),
+    "RateLimitedError": (429, True),
     "OverloadedError": (503, True),
     "DeadlineExceededError": (504, False),
     "StoreError": (500, True),

@@ -42,3 +42,18 @@ async def test_an_expired_call_takes_no_reply(tmp_path: Path) -> None:
     assert await store.record_reply(Envelope(b"late", "c1", "m"), now=9.0) is None
     stored = await store.get("c1")
     assert stored is not None and stored.state == "expired" and stored.reply is None
+
+
+async def test_sweep_queries_find_replied_and_overdue_calls_in_their_window(tmp_path: Path) -> None:
+    store = SQLitePendingReplies(tmp_path / "p.db")
+    for cid, deadline in (("old", 10.0), ("due", 50.0), ("live", 500.0), ("gone", 60.0), ("done", 400.0)):
+        await store.register(PendingRecord(cid, "tool", "call", f"run-{cid}", "pending", 1.0, deadline))
+    await store.record_reply(Envelope(b"R", "done", "m"), now=90.0)
+    await store.expire("gone")
+    assert [r.correlation_id for r in await store.list_replied(since_ts=80.0)] == ["done"]
+    assert await store.list_replied(since_ts=95.0) == []
+    # At t=100 with a window from t=20: "due" is pending past its deadline, "gone" expired, "old" is
+    # outside the window, "live" still has time and "done" has its reply.
+    overdue = await store.list_overdue(now=100.0, since_ts=20.0)
+    assert [(r.correlation_id, r.state) for r in overdue] == [("due", "pending"), ("gone", "expired")]
+    store.close()

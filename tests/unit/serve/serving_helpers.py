@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
-from raygent.core.store import SQLiteStore
+from raygent.core.store import open_store
+from raygent.core.store.base import Store
 from raygent.serve.agents import LocalAgentPort
 from raygent.serve.api import ApiService, build_api
 from raygent.serve.callbacks import CallbackSender
@@ -40,7 +41,8 @@ def tiny_fleet(
     return Fleet.model_validate(
         {
             "name": "tiny",
-            "server": server or {},
+            # The tests' callback receivers listen on loopback, which callbacks may not reach by default.
+            "server": {"callbacks": {"allowed_hosts": ["127.0.0.1"]}, **(server or {})},
             "models": {
                 "m": {
                     "kind": "offline",
@@ -60,7 +62,7 @@ def tiny_fleet(
 class Served:
     client: httpx.AsyncClient
     service: ApiService
-    store: SQLiteStore
+    store: Store
 
 
 @asynccontextmanager
@@ -70,7 +72,7 @@ async def serve_in_process(
     """The HTTP API over ASGI with every agent in process (no Ray)."""
     clock = SystemClock()
     tracer = tracer_provider.get_tracer("test")
-    store = SQLiteStore(fleet.state_path("raygent.db"))
+    store = open_store(fleet)  # SQLite in the state dir, or the fleet's Redis
     port = LocalAgentPort(fleet, store=store, tracer=tracer, clock=clock)
 
     async def fast_sleep(_: float) -> None:

@@ -40,7 +40,7 @@ def sender(**spec: Any) -> tuple[CallbackSender, list[float]]:
         slept.append(seconds)
 
     cb = CallbackSender(
-        CallbackSpec(**spec),
+        CallbackSpec(**{"allowed_hosts": ["127.0.0.1"], **spec}),  # receivers on loopback
         clock=SystemClock(),
         sleep=sleep,
         rng=random.Random(7),

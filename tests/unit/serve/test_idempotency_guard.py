@@ -13,7 +13,12 @@ from raygent.serve.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyMismatchError,
 )
-from raygent.serve.idempotency import IdempotencyGuard, parse_idempotency_key, request_fingerprint
+from raygent.serve.idempotency import (
+    IdempotencyGuard,
+    idempotency_scope,
+    parse_idempotency_key,
+    request_fingerprint,
+)
 
 
 class Clock:
@@ -80,3 +85,29 @@ async def test_concurrent_duplicates_wait_for_the_first(tmp_path: Path) -> None:
     replays = [r for r in await asyncio.gather(*tasks) if r is not None]
     assert len(replays) == 7
     assert {(r.run_id, r.status, r.headers["Location"]) for r in replays} == {(f"run_{owners[0]}", 202, "/x")}
+
+
+def test_scope_is_per_caller_in_governed_fleets_only() -> None:
+    # Ungoverned (no caller): the scope keys stored before callers were added stay valid.
+    assert idempotency_scope("default", "support") == "default:support"
+    mine = idempotency_scope("default", "support", "C105", "C105")
+    assert mine.startswith("default:support:") and mine != "default:support"
+    assert mine != idempotency_scope("default", "support", "C106", "C106")
+    assert mine != idempotency_scope("default", "support", "C105", "C106")  # another end user
+    # A subject with the separator in it cannot name another caller's scope.
+    assert idempotency_scope("default", "support", "a:b", "c") != idempotency_scope(
+        "default", "support", "a", "b:c"
+    )
+
+
+async def test_the_same_key_in_two_callers_scopes_is_two_reservations(tmp_path: Path) -> None:
+    ledger = SQLiteIdempotencyLedger(tmp_path / "idem.db")
+    guard = IdempotencyGuard(ledger, ttl_s=60, clock=Clock())
+    first, second = (idempotency_scope("default", "a", who, who) for who in ("C105", "C106"))
+    assert await guard.begin(first, "k", "fp", "run_1", wait_s=0) is None
+    # C106 with the same key and body: reserved for its own run, neither a replay nor "in use".
+    assert await guard.begin(second, "k", "fp", "run_2", wait_s=0) is None
+    await guard.finish(first, "k", "run_1", status=200, body={"run_id": "run_1"}, headers={})
+    replay = await guard.begin(first, "k", "fp", "run_3", wait_s=0)
+    assert replay is not None and replay.run_id == "run_1"
+    await ledger.close()

@@ -180,17 +180,95 @@ async def test_a_resent_write_whose_reply_was_lost_is_not_a_conflict(redis_url: 
     from raygent.core.store import CheckpointWrite
 
     store = fresh(redis_url)
-    keys, args = store._checkpoint_call(CheckpointWrite("k", b"base", 1, 1), "1.0")
-    assert await store._script("put_checkpoint", keys, args) == 1
-    assert await store._script("put_checkpoint", keys, args) == 1  # the same send again: applied once
-    other_keys, other_args = store._checkpoint_call(CheckpointWrite("k", b"rival", 1, 1), "1.0")
-    assert await store._script("put_checkpoint", other_keys, other_args) == 0  # a real rival conflicts
+    commands = store._checkpoint_commands(CheckpointWrite("k", b"base", 1, 1), "1.0")
+    assert (await store._send(commands))[-1] == 1
+    assert (await store._send(commands))[-1] == 1  # the same send again: applied once
+    rival = store._checkpoint_commands(CheckpointWrite("k", b"rival", 1, 1), "1.0")
+    assert (await store._send(rival))[-1] == 0  # a real rival conflicts
     stored = await store.get_checkpoint("k")
     assert stored is not None and (stored.version, stored.base) == (1, b"base")
+    # The rival's staged base went with its conflict: only the winner's base is in the hash.
+    raw = aioredis.Redis.from_url(redis_url)
+    fields = await raw.hkeys(f"{store.namespace}:cp:k")
+    assert sorted(f for f in fields if f.startswith(b"b:")) == [commands[0][2].encode()]
+    await raw.aclose()
     records = await store.append_audit([draft(1)])
     head_args = [0, "0" * 64, records[-1].seq, records[-1].hash, "0" * 64]
     keys = [f"{store.namespace}:audit:head", f"{store.namespace}:audit:records"]
     # Re-sending the append that set this head is recognised as already applied.
     assert await store._script("append_audit", keys, head_args) == 1
     assert [r.seq for r in await store.query_audit(AuditQuery())] == [1]
+    await store.close()
+
+
+async def test_a_late_resend_of_a_base_never_removes_the_base_a_successor_built_on(redis_url: str) -> None:
+    """A stale writer's re-sent full write arrives after a successor appended a delta to that very base:
+    it conflicts, and the base it staged (the successor's current base) stays."""
+    from raygent.core.store import CheckpointWrite
+
+    store = fresh(redis_url)
+    first = store._checkpoint_commands(CheckpointWrite("k", b"base", 1, 1), "1.0")
+    assert (await store._send(first))[-1] == 1
+    await store.put_checkpoints([CheckpointWrite("k", b"+d", 2, 1, delta=True)])
+    assert (await store._send(first))[-1] == 0
+    stored = await store.get_checkpoint("k")
+    assert stored is not None and (stored.version, stored.base, stored.deltas) == (2, b"base", (b"+d",))
+    await store.close()
+
+
+async def test_a_base_staged_by_a_write_that_never_finished_is_invisible_and_cleaned(redis_url: str) -> None:
+    """The connection died between a full write's HSET and its script: the staged base is not a
+    checkpoint, and the next full write removes it."""
+    from raygent.core.store import CheckpointWrite
+
+    store = fresh(redis_url)
+    lost = store._checkpoint_commands(CheckpointWrite("k", b"lost", 1, 1), "1.0")
+    await store._send(lost[:1])  # only the HSET arrived
+    assert await store.get_checkpoint("k") is None
+    await store.put_checkpoints([CheckpointWrite("k", b"one", 1, 1)])
+    await store.put_checkpoints([CheckpointWrite("k", b"+", 2, 1, delta=True)])
+    await store._send(store._checkpoint_commands(CheckpointWrite("k", b"lost again", 3, 1), "1.0")[:1])
+    await store.put_checkpoints([CheckpointWrite("k", b"three", 3, 1)])
+    stored = await store.get_checkpoint("k")
+    assert stored is not None and (stored.version, stored.base, stored.deltas) == (3, b"three", ())
+    raw = aioredis.Redis.from_url(redis_url)
+    fields = {f for f in await raw.hkeys(f"{store.namespace}:cp:k")}
+    await raw.aclose()
+    assert len([f for f in fields if f.startswith(b"b:")]) == 1 and not any(
+        f.startswith(b"d") for f in fields
+    )
+    await store.close()
+
+
+async def test_an_error_reply_in_a_batch_is_a_store_error_and_the_connection_stays_usable(
+    redis_url: str,
+) -> None:
+    from raygent.core.store import CheckpointWrite
+
+    store = fresh(redis_url)
+    raw = aioredis.Redis.from_url(redis_url)
+    await raw.set(f"{store.namespace}:cp:wrongtype", "a string, not a hash")
+    await raw.aclose()
+    with pytest.raises(StoreError):
+        await store.put_checkpoints(
+            [CheckpointWrite("wrongtype", b"x", 1, 1), CheckpointWrite("ok", b"y", 1, 1)]
+        )
+    stored = await store.get_checkpoint("ok")
+    assert stored is not None and stored.base == b"y"
+    await store.close()
+
+
+async def test_a_cut_delta_chain_is_a_clear_error_not_a_wrong_state(redis_url: str) -> None:
+    from raygent.core.store import CheckpointWrite
+
+    store = fresh(redis_url)
+    await store.put_checkpoints([CheckpointWrite("k", b"base", 1, 1)])
+    await store.put_checkpoints([CheckpointWrite("k", b"delta", 2, 1, delta=True)])
+    raw = aioredis.Redis.from_url(redis_url)
+    chain = await raw.hget(f"{store.namespace}:cp:k", "d")
+    assert chain is not None and chain.endswith(b"delta")
+    await raw.hset(f"{store.namespace}:cp:k", "d", chain[:-1])
+    await raw.aclose()
+    with pytest.raises(StoreError, match="corrupt"):
+        await store.get_checkpoint("k")
     await store.close()
