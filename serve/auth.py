@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -50,6 +51,8 @@ log = logging.getLogger("raygent.serve.auth")
 _PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 # The approvals page checks its own session cookie; every other page needs a token like the API.
 _PUBLIC_PREFIXES = ("/.well-known/", "/ui/approvals")
+# The approvals page's session cookie (serve/approvals.py sets it at sign-in); other pages accept it too.
+UI_SESSION_COOKIE = "raygent_ui"
 _ATTR = "_raygent_governed_api"
 
 
@@ -206,7 +209,20 @@ def caller_of(request: Request) -> dict[str, str]:
     principal = principal_of(request)
     if principal is None:
         return {}
-    return {"requester": principal.subject, "end_user": principal.end_user}
+    return {"requester": principal.subject, "end_user": principal.end_user, "tenant": principal.tenant}
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope.get("headers", []):
+        if header == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except CookieError:
+                return None
+            if name in jar:
+                return jar[name].value or None
+    return None
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -234,6 +250,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = _bearer(scope)
+        if token is None and path.startswith("/ui/") and scope.get("method") in ("GET", "HEAD"):
+            # Pages read with the approvals page's session (an HttpOnly, SameSite=Strict cookie holding
+            # the signed-in token); only safe methods, so a cookie alone can never change anything.
+            token = _cookie(scope, UI_SESSION_COOKIE)
         permission, agent = required_permission(scope.get("method", "GET"), path)
         try:
             principal = await self.gov.authenticate(token)

@@ -41,6 +41,9 @@ log = logging.getLogger("raygent.serve.async")
 
 _GRACE_S = 10.0  # past a run's deadline before a silent agent is declared gone
 _POLL_S = 0.25
+# Parked runs end later, resumed by a reply (``waiting``) or a person's decision (``needs_approval``,
+# bounded by ``approvals.timeout_s``); their callback reports that end.
+_PARKED = frozenset({"waiting", "needs_approval"})
 
 
 class _LeaseLost(Exception):
@@ -240,7 +243,7 @@ class AsyncRunner:
             while True:
                 try:
                     served = await self._agents.run(req)
-                    if served.output.status != "waiting":
+                    if served.output.status not in _PARKED:
                         return served_view(served)
                     break
                 except OverloadedError:
@@ -257,8 +260,8 @@ class AsyncRunner:
                     if record is None:
                         raise
                     return await self._watch(entry, record)
-        # Parked on a slow backend (``waiting``): the admission slot is free again, and the callback is
-        # for the run's end, after its resumer continues it.
+        # Parked on a slow backend (``waiting``) or for a person (``needs_approval``): the admission slot
+        # is free again, and the callback is for the run's end, after its resumer continues it.
         parked = await self._store.get_run(entry.run_id)
         return await self._watch(entry, parked) if parked is not None else served_view(served)
 
@@ -283,7 +286,11 @@ class AsyncRunner:
         """Wait for a run another process is executing; declare it lost once past its deadline (a run
         ``waiting`` for a slow backend's reply is parked durably, not lost: its resumer continues it)."""
         while record.status not in FINAL_STATES:
-            if record.status != "waiting" and self._clock.now() > entry.deadline_ts + _GRACE_S:
+            # A parked run is not lost while it waits, and once resumed it runs under a new deadline:
+            # a run is declared lost only a whole run's time after its last recorded progress.
+            spec = self._fleet.agents.get(entry.agent)
+            limit = max(entry.deadline_ts, record.updated_at + (spec.deadline_s if spec else 0.0))
+            if record.status not in _PARKED and self._clock.now() > limit + _GRACE_S:
                 record.status = "failed"
                 record.error = {
                     "type": "https://raygent.dev/problems/run-lost",

@@ -25,6 +25,9 @@ def token_issue(
     customer: Annotated[
         str | None, typer.Option("--customer", help="End user the caller acts for (default: --sub).")
     ] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant of the caller (default: tenant 'default').")
+    ] = None,
     fleet_file: FleetOpt = DEFAULT_FLEET,
     state_dir: StateOpt = None,
 ) -> None:
@@ -41,5 +44,5 @@ def token_issue(
         fleet.auth, fleet_name=fleet.name, state_dir=fleet.state_path("."), clock=SystemClock()
     )
     assert issuer is not None  # local mode always has one
-    token = issuer.issue(subject=sub, roles=list(role), ttl_s=ttl_s, end_user=customer)
+    token = issuer.issue(subject=sub, roles=list(role), ttl_s=ttl_s, end_user=customer, tenant=tenant)
     sys.stdout.write(token + "\n")

@@ -83,6 +83,11 @@ class AuthSpec(_Strict):
     end_user_claim: str = Field(
         default="customer", description="Claim naming the end user a caller acts for; default 'sub'."
     )
+    tenant_claim: str = Field(
+        default="tenant",
+        description="Claim naming the caller's tenant (callback secrets, rate limits and idempotency "
+        "scopes are per tenant); a token without it belongs to tenant 'default'.",
+    )
     key_dir: str = Field(default="keys", description="Local issuer keys, relative to the state directory.")
 
     @model_validator(mode="after")

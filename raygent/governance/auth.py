@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +57,9 @@ _KEY_TYPE_OF_ALG = {
 AnyKey = OKPKey | RSAKey | ECKey
 
 
+_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller.
@@ -65,6 +69,7 @@ class Principal:
         roles: Role names from the role claim (a string or a list).
         end_user: Whom the caller acts for (the end-user claim, else ``sub``); policies see it.
         token_id: The token's ``jti``, for the audit trail.
+        tenant: The tenant claim (``auth.tenant_claim``), else ``default``.
     """
 
     subject: str
@@ -73,6 +78,7 @@ class Principal:
     issuer: str
     token_id: str = ""
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    tenant: str = "default"
 
 
 class KeySource(Protocol):
@@ -112,6 +118,7 @@ class LocalIssuer:
         roles: list[str],
         ttl_s: int,
         end_user: str | None = None,
+        tenant: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> str:
         """A signed token for ``subject``.
@@ -135,6 +142,10 @@ class LocalIssuer:
         }
         if end_user is not None:
             claims[self._spec.end_user_claim] = end_user
+        if tenant is not None:
+            if not _TENANT.fullmatch(tenant):
+                raise ConfigError(f"tenant {tenant!r} must be 1-64 letters, digits, '.', '_' or '-'")
+            claims[self._spec.tenant_claim] = tenant
         return jwt.encode({"alg": "Ed25519", "kid": self._kid, "typ": "JWT"}, claims, self._key, ["Ed25519"])
 
     async def key_for(self, kid: str | None, kty: str) -> AnyKey:
@@ -293,6 +304,10 @@ class TokenVerifier:
         roles = (raw_roles,) if isinstance(raw_roles, str) else tuple(str(r) for r in raw_roles or ())
         subject = str(claims["sub"])
         end_user = claims.get(self._spec.end_user_claim)
+        tenant = claims.get(self._spec.tenant_claim, "default")
+        if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
+            # It names key prefixes and secrets: a value that is not a plain name is refused outright.
+            raise TokenInvalidError(f"the token's {self._spec.tenant_claim!r} claim is not a tenant name")
         return Principal(
             subject=subject,
             roles=roles,
@@ -300,6 +315,7 @@ class TokenVerifier:
             issuer=str(claims.get("iss", "")),
             token_id=str(claims.get("jti", "")),
             claims=json.loads(json.dumps(claims, default=str)),
+            tenant=tenant,
         )
 
 

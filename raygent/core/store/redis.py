@@ -179,16 +179,20 @@ return {1, redis.call('HGETALL', KEYS[1])}
 _FRAME = struct.Struct("<I")
 
 
-def _unframe(chain: bytes) -> tuple[bytes, ...] | None:
-    """The deltas of a checkpoint's d field (each framed by its length), or None when it is cut short."""
+def _unframe(chain: bytes) -> tuple[bytes, ...]:
+    """The deltas of a checkpoint's d field, each framed by its length.
+
+    Raises:
+        ValueError: The chain is cut short.
+    """
     deltas, pos, end = [], 0, len(chain)
     while pos < end:
         if pos + _FRAME.size > end:
-            return None
+            raise ValueError("delta chain cut inside a length")
         (size,) = _FRAME.unpack_from(chain, pos)
         pos += _FRAME.size
         if pos + size > end:
-            return None
+            raise ValueError("delta chain cut inside a delta")
         deltas.append(chain[pos : pos + size])
         pos += size
     return tuple(deltas)
@@ -597,19 +601,21 @@ class RedisStore:
         meta = fields.get(b"m")
         if meta is None:
             return None  # nothing, or only a base staged by a write that never completed
-        version, schema_version, count, base_field, _, updated_at = meta.split(b" ")
-        base = fields.get(base_field)
-        deltas = _unframe(fields.get(b"d") or b"")
-        if base is None or deltas is None or len(deltas) != int(count):
-            raise StoreError(f"checkpoint {key!r} in Redis is corrupt", retryable=False)
-        return Checkpoint(
-            key=key,
-            version=int(version),
-            schema_version=int(schema_version),
-            base=base,
-            deltas=deltas,
-            updated_at=float(updated_at),
-        )
+        try:
+            version, schema_version, count, base_field, _, updated_at = meta.split(b" ")
+            deltas = _unframe(fields.get(b"d") or b"")
+            if len(deltas) != int(count):
+                raise ValueError(f"{len(deltas)} deltas stored, {int(count)} recorded")
+            return Checkpoint(
+                key=key,
+                version=int(version),
+                schema_version=int(schema_version),
+                base=fields[base_field],
+                deltas=deltas,
+                updated_at=float(updated_at),
+            )
+        except (ValueError, KeyError) as exc:
+            raise StoreError(f"checkpoint {key!r} in Redis is corrupt: {exc!r}", retryable=False) from None
 
     async def delete_checkpoint(self, key: str) -> None:
         await self._do(self._r.delete(self._key("cp", key)))

@@ -159,6 +159,8 @@ async def test_concurrent_duplicates_yield_one_run(tmp_path: Path, tracer_provid
             )
             assert {r.status_code for r in responses} == {200 if mode == "sync" else 202}
             assert len({r.json()["run_id"] for r in responses}) == 1
+            # The async run executes after its 202: let it finish before the service closes.
+            await wait_status(served, responses[0].json()["run_id"], {"completed"})
     assert run_count(fleet) == 2
 
 
