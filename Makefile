@@ -17,7 +17,15 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 TORCH_CPU_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl))
 
-.PHONY: up test lint typecheck install test-vllm install-vllm
+# The TN3270 test host (`mfmock` from PyPI `mainframe-mocker`) needs Python >= 3.12: its own small
+# virtualenv when such an interpreter is on the PATH; without one the TN3270 test skips and says why.
+MFMOCK_PY ?= $(firstword $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	"$$p" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo "$$p" && break; done))
+MFMOCK_VENV ?= .venv-mfmock
+MFMOCK_VERSION ?= 0.1.8
+MFMOCK_STAMP := $(MFMOCK_VENV)/.installed-stamp
+
+.PHONY: up test lint typecheck install test-vllm install-vllm install-mfmock
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +51,13 @@ install-vllm: $(VLLM_STAMP)
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -q -rfEs -p no:cacheprovider --confcutdir=tests/vllm tests/vllm
 
+$(MFMOCK_STAMP):
+	$(MFMOCK_PY) -m venv $(MFMOCK_VENV)
+	$(MFMOCK_VENV)/bin/python -m pip install -q "mainframe-mocker==$(MFMOCK_VERSION)"
+	touch $(MFMOCK_STAMP)
+
+install-mfmock: $(if $(MFMOCK_PY),$(MFMOCK_STAMP))
+
 up: $(STAMP)
 	$(VENV)/bin/raygent up $(FLEET) --host $(HOST) --port $(PORT) $(if $(STATE_DIR),--state-dir $(STATE_DIR))
 
@@ -53,6 +68,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
-	$(VENV)/bin/python -m pytest -q -rfEs $(PYTEST_RETRY) $(PYTEST_ARGS)
+test: lint typecheck install-mfmock
+	$(if $(MFMOCK_PY),RAYGENT_TEST_MFMOCK_PYTHON=$(abspath $(MFMOCK_VENV))/bin/python) \
+		$(VENV)/bin/python -m pytest -q -rfEs $(PYTEST_RETRY) $(PYTEST_ARGS)
 	$(MAKE) test-vllm

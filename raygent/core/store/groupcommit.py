@@ -30,6 +30,7 @@ _Pending = tuple[list[AuditDraft], "asyncio.Future[list[AuditRecord]]"]
 class _LoopState:
     queue: list[_Pending] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    busy: bool = False  # a transaction of this loop is in flight (inline or in the drain task)
 
 
 class GroupCommit:
@@ -55,23 +56,39 @@ class GroupCommit:
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState()
+        if not state.busy and not state.queue:
+            # Nothing in flight: commit in the caller's task (no extra task, no added latency); calls
+            # that arrive meanwhile queue up and go together once this one is done.
+            state.busy = True
+            try:
+                return await self._append(drafts)
+            finally:
+                state.busy = False
+                self._kick(loop, state)
         future: asyncio.Future[list[AuditRecord]] = loop.create_future()
         state.queue.append((drafts, future))
-        if state.task is None or state.task.done():
-            state.task = loop.create_task(self._drain(state))
+        self._kick(loop, state)
         # Shielded: a caller cancelled while its records are being committed must not cancel the
         # transaction that carries other callers' records too.
         return await asyncio.shield(future)
 
+    def _kick(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        if state.queue and not state.busy and (state.task is None or state.task.done()):
+            state.task = loop.create_task(self._drain(state))
+
     async def _drain(self, state: _LoopState) -> None:
-        while state.queue:
-            batch: list[_Pending] = []
-            count = 0
-            while state.queue and (not batch or count + len(state.queue[0][0]) <= self._max):
-                item = state.queue.pop(0)
-                batch.append(item)
-                count += len(item[0])
-            await self._commit(batch)
+        state.busy = True
+        try:
+            while state.queue:
+                batch: list[_Pending] = []
+                count = 0
+                while state.queue and (not batch or count + len(state.queue[0][0]) <= self._max):
+                    item = state.queue.pop(0)
+                    batch.append(item)
+                    count += len(item[0])
+                await self._commit(batch)
+        finally:
+            state.busy = False
 
     async def _commit(self, batch: list[tuple[list[AuditDraft], asyncio.Future[list[AuditRecord]]]]) -> None:
         if len(batch) == 1:
