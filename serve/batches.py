@@ -21,8 +21,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raygent.batch.client import BatchClient
+from raygent.batch.errors import BatchNotFoundError
 from raygent.batch.progress import ProgressStore
 from raygent.core.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ValidationFailedError
+from raygent.serve.auth import caller_of, principal_of
+from raygent.serve.ownership import RunAccess
+
+# Batches are owned like runs (serve/ownership.py): their submitter and end user see them; these
+# permissions see or cancel every batch.
+READ_ALL_BATCHES = "batches:read_all"
+CANCEL_ALL_BATCHES = "batches:cancel_all"
 
 if TYPE_CHECKING:  # api.py includes this router: a runtime import would be circular
     from raygent.serve.api import ApiService
@@ -69,13 +77,19 @@ async def _body(request: Request, limit: int) -> BatchRequest:
         raise ValidationFailedError(f"{where}: {first['msg']}") from None
 
 
-def _submit(client: BatchClient, req: BatchRequest, text: str) -> str:
+def _submit(client: BatchClient, req: BatchRequest, text: str, caller: dict[str, str]) -> str:
     client.jobs()  # 503 before anything is created when there is no cluster
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "input.jsonl"
         source.write_text(text)
         paths = client.create(
-            source, agent=req.agent, tier=req.tier, max_concurrency=req.max_concurrency, workers=req.workers
+            source,
+            agent=req.agent,
+            tier=req.tier,
+            max_concurrency=req.max_concurrency,
+            workers=req.workers,
+            requester=caller.get("requester", ""),
+            end_user=caller.get("end_user", ""),
         )
     client.submit(paths)
     return paths.root.name
@@ -111,7 +125,7 @@ def batches_router(service: ApiService, *, address: str | None = None) -> APIRou
             )
         text = req.lines()
         # Blocking file and HTTP work (the Ray Jobs client) stays off the event loop.
-        batch_id = await asyncio.to_thread(_submit, client(), req, text)
+        batch_id = await asyncio.to_thread(_submit, client(), req, text, caller_of(request))
         location = f"/v1/batches/{batch_id}"
         body = {
             "id": batch_id,
@@ -121,18 +135,37 @@ def batches_router(service: ApiService, *, address: str | None = None) -> APIRou
         }
         return JSONResponse(body, status_code=202, headers={"Location": location})
 
+    access = RunAccess(service)
+
+    async def owned(request: Request, batch_id: str, all_batches: str) -> None:
+        """404 (as for an unknown batch) unless the caller submitted it, acts for its end user, or
+        holds ``all_batches``; fleets without auth show every batch."""
+        if not access.enforced:
+            return
+        manifest = await asyncio.to_thread(lambda: client().locate(batch_id).read_manifest())
+        if not access.allows(
+            principal_of(request),
+            requester=manifest.requester,
+            end_user=manifest.end_user,
+            all_runs=all_batches,
+        ):
+            raise BatchNotFoundError(f"there is no batch {batch_id!r}")
+
     @router.get("/v1/batches/{batch_id}", responses={404: {}})
-    async def get_batch(batch_id: str) -> dict[str, Any]:
+    async def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
+        await owned(request, batch_id, READ_ALL_BATCHES)
         view = await asyncio.to_thread(client().view, batch_id)
         return view.to_json()
 
     @router.get("/v1/batches/{batch_id}/results", responses={404: {}})
-    async def get_results(batch_id: str, errors: bool = False) -> Response:
+    async def get_results(batch_id: str, request: Request, errors: bool = False) -> Response:
+        await owned(request, batch_id, READ_ALL_BATCHES)
         text = await asyncio.to_thread(_results, client(), batch_id, errors)
         return Response(text, media_type="application/x-ndjson")
 
     @router.post("/v1/batches/{batch_id}/cancel", status_code=202, responses={404: {}, 409: {}})
-    async def cancel_batch(batch_id: str) -> dict[str, Any]:
+    async def cancel_batch(batch_id: str, request: Request) -> dict[str, Any]:
+        await owned(request, batch_id, CANCEL_ALL_BATCHES)
         view = await asyncio.to_thread(client().cancel, batch_id)
         return {"id": batch_id, "status": "cancelling", "job_id": view.job_id}
 

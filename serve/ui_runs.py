@@ -344,6 +344,9 @@ def runs_ui_router(service: ApiService) -> APIRouter:
             principal, requester=run.requester, end_user=run.end_user, all_runs=READ_ALL_RUNS
         )
 
+    def sees_all(principal: Principal | None) -> bool:
+        return access.allows(principal, requester="", end_user="", all_runs=READ_ALL_RUNS)
+
     @router.get("/ui/runs", response_class=HTMLResponse)
     async def runs_page(
         request: Request, agent: str | None = None, limit: int = Query(default=100, ge=1, le=1000)
@@ -351,8 +354,14 @@ def runs_ui_router(service: ApiService) -> APIRouter:
         principal = await signed_in(request)
         if isinstance(principal, Response):
             return principal
-        # Without runs:read_all a caller sees only their own runs among the most recent ``limit``.
-        runs = [r for r in await service.store.list_runs(agent=agent, limit=limit) if shown(principal, r)]
+        # Without runs:read_all a caller sees only their own runs: the store filters by owner (requester
+        # or end user), and the ownership check stays as the last word.
+        owner = None if not access.enforced or sees_all(principal) else principal.subject if principal else ""
+        runs = [
+            r
+            for r in await service.store.list_runs(agent=agent, limit=limit, owner=owner)
+            if shown(principal, r)
+        ]
         title = f"Runs of {service.fleet.name}" + (f" — {agent}" if agent else "")
         body = f"<h1>{html.escape(title)}</h1><p class='muted'>{len(runs)} most recent</p>{_runs_table(runs)}"
         return _page(title, body)

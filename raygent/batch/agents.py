@@ -148,6 +148,8 @@ class ItemRunner:
             input=item.input,
             session_id=run_id,
             deadline_ts=self._clock.now() + self._spec.deadline_s,
+            requester=self._manifest.requester,
+            end_user=self._manifest.end_user,
         )
         try:
             out = await self._agents.invoke(req)

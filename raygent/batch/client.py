@@ -101,8 +101,13 @@ class BatchClient:
         tier: str | None = None,
         max_concurrency: int | None = None,
         workers: int | None = None,
+        requester: str = "",
+        end_user: str = "",
     ) -> BatchPaths:
         """Make the batch directory (manifest, a copy of the input, progress) without running it.
+
+        ``requester`` and ``end_user`` (governed fleets) are who submitted it and for whom: its items
+        run as their requests.
 
         Raises:
             ConfigError: Unknown agent or a tier no model has.
@@ -141,6 +146,8 @@ class BatchClient:
             retry_backoff_s=spec.retry_backoff_s,
             created_at=self._clock.now(),
             source=input_file.name,
+            requester=requester,
+            end_user=end_user,
         )
         paths.write_manifest(manifest)
         with ProgressStore(paths.progress) as progress:

@@ -49,6 +49,10 @@ class BatchManifest(BaseModel):
     retry_backoff_s: float = Field(default=1.0, ge=0, le=60, description="First pause; doubles per attempt.")
     created_at: float
     source: str = Field(default="", description="Name of the file the caller submitted.")
+    # Governed fleets: who submitted the batch and for whom. Every item runs as their request (policies
+    # decide it as they would a run the caller started), and only they see the batch over HTTP.
+    requester: str = ""
+    end_user: str = ""
 
     def load_fleet(self) -> Fleet:
         """The fleet snapshot, with its directories (what ``load_fleet`` would have returned)."""

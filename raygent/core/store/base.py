@@ -200,7 +200,11 @@ class Store(Protocol):
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
-    async def list_runs(self, *, agent: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+    async def list_runs(
+        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally of one agent and of one owner (its requester or end user)."""
+        ...
 
     async def append_audit(self, drafts: list[AuditDraft]) -> list[AuditRecord]:
         """Append to the single hash chain, atomically and in order, whatever the number of writers."""

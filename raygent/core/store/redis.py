@@ -202,6 +202,10 @@ def _token() -> str:
     return uuid.uuid4().hex
 
 
+# Most runs read to find one owner's (Redis keeps no per-owner index).
+_OWNER_SCAN = 10_000
+
+
 def redis_namespace(tenant: str, fleet: str) -> str:
     """The key prefix of one tenant's fleet; the braces make it a Redis Cluster hash tag."""
     return f"{{raygent:{tenant}:{fleet}}}"
@@ -406,20 +410,31 @@ class RedisStore:
         immutable, mutable = await self._do(self._r.hmget(self._key("r", run_id), "i", "m"))
         return None if immutable is None else _run_from(immutable, mutable)
 
-    async def list_runs(self, *, agent: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """Runs newest first (by ``created_at``, then insertion order), optionally of one agent."""
+    async def list_runs(
+        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+    ) -> list[RunRecord]:
+        """Runs newest first (by ``created_at``, then insertion order), optionally of one agent and of one
+        owner (requester or end user). There is no per-owner index: an owner's runs are found by reading
+        the newest runs page by page, at most ``_OWNER_SCAN`` of them."""
         if limit <= 0:
             return []
         index = self._key("runs", "agent", agent) if agent is not None else self._key("runs")
-        members = await self._do(self._r.zrevrange(index, 0, limit - 1))
-        if not members:
-            return []
-        async with self._guard():
-            pipe = self._r.pipeline(transaction=False)
-            for member in members:
-                pipe.hmget(self._key("r", _text(member).split(":", 1)[1]), "i", "m")
-            rows = await pipe.execute()
-        return [_run_from(i, m) for i, m in rows if i is not None]
+        found: list[RunRecord] = []
+        page = limit if owner is None else max(limit, 200)
+        start = 0
+        while len(found) < limit and start < (limit if owner is None else _OWNER_SCAN):
+            members = await self._do(self._r.zrevrange(index, start, start + page - 1))
+            if not members:
+                break
+            async with self._guard():
+                pipe = self._r.pipeline(transaction=False)
+                for member in members:
+                    pipe.hmget(self._key("r", _text(member).split(":", 1)[1]), "i", "m")
+                rows = await pipe.execute()
+            runs = [_run_from(i, m) for i, m in rows if i is not None]
+            found += [r for r in runs if owner is None or owner in (r.requester, r.end_user)]
+            start += page
+        return found[:limit]
 
     # ----- audit -------------------------------------------------------------------------------------
 

@@ -480,9 +480,20 @@ class SQLiteStore(SQLiteDurableMixin):
 
         return await self._call(read, write=False)
 
-    async def list_runs(self, *, agent: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """Runs newest first (by ``created_at``, then insertion order), optionally of one agent."""
-        where, params = ("WHERE agent = ?", [agent]) if agent is not None else ("", [])
+    async def list_runs(
+        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+    ) -> list[RunRecord]:
+        """Runs newest first (by ``created_at``, then insertion order), optionally of one agent and of one
+        owner (the run's requester or end user)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if owner is not None:
+            clauses.append("(requester = ? OR end_user = ?)")
+            params += [owner, owner]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
         def read(conn: sqlite3.Connection) -> list[RunRecord]:
             rows = conn.execute(
