@@ -119,9 +119,18 @@ def up(
     table.add_row("OpenAPI", f"{base}/openapi.json   docs: {base}/docs")
     table.add_row("health", f"{base}/healthz   {base}/readyz")
     table.add_row("state", str(fleet.state_path(".")))
+    auth_header = ""
+    if fleet.auth is not None:
+        table.add_row("approvals", f"{base}/ui/approvals")
+        hint = _token_hint(fleet, file, state_dir, first)
+        if hint:
+            table.add_row("auth", f"bearer tokens required: TOKEN=$({hint})")
+            auth_header = ' -H "authorization: Bearer $TOKEN"'
+        else:
+            table.add_row("auth", f"bearer tokens from {fleet.auth.jwks_url or fleet.auth.issuer} required")
     out.print(table)
     out.print(
-        f"try: curl -s {base}/v1/agents/{first}/runs -H 'content-type: application/json' "
+        f"try: curl -s {base}/v1/agents/{first}/runs -H 'content-type: application/json'{auth_header} "
         f'-d \'{{"input": "where is order 1042?"}}\'',
         highlight=False,
         soft_wrap=True,
@@ -129,6 +138,27 @@ def up(
     sys.stdout.flush()
     while True:
         time.sleep(3600)
+
+
+def _token_hint(fleet: Fleet, file: Path, state_dir: Path | None, agent: str) -> str:
+    """The command that issues a token allowed to run ``agent`` (local issuers only), or ''."""
+    from raygent.core.govconfig import permission_matches
+
+    if fleet.auth is None or fleet.auth.mode != "local":
+        return ""
+    wanted = f"agents:run:{agent}"
+    role = next(
+        (
+            name
+            for name, spec in fleet.roles.items()
+            if not spec.identities and any(permission_matches(p, wanted) for p in spec.permissions)
+        ),
+        None,
+    )
+    if role is None:
+        return ""
+    state = f" --state-dir {state_dir}" if state_dir is not None else ""
+    return f"raygent token issue -f {file}{state} --role {role} --sub you"
 
 
 @app.command()
