@@ -8,11 +8,13 @@ ConflictError (409)
 └── RunCancelledError             the run was cancelled while the client waited for it
 BadRequestError (400)
 └── BadIdempotencyKeyError        the header is not a usable key
+ForbiddenError (403)
+└── SessionNotYoursError          the session_id belongs to another caller (governed fleets)
 """
 
 from __future__ import annotations
 
-from raygent.core.errors import BadRequestError, ConflictError, ValidationFailedError
+from raygent.core.errors import BadRequestError, ConflictError, ForbiddenError, ValidationFailedError
 
 __all__ = [
     "BadIdempotencyKeyError",
@@ -20,6 +22,7 @@ __all__ = [
     "IdempotencyKeyMismatchError",
     "RunCancelledError",
     "RunFinishedError",
+    "SessionNotYoursError",
 ]
 
 
@@ -48,3 +51,8 @@ class RunCancelledError(ConflictError):
     slug = "run-cancelled"
     title = "Run cancelled"
     default_retryable = False
+
+
+class SessionNotYoursError(ForbiddenError):
+    slug = "session-not-yours"
+    title = "Session belongs to another caller"

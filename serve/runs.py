@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from raygent.core.ids import new_id
 from raygent.core.runs import RunInput, RunOutput
 from raygent.core.store.asyncruns import AsyncRunEntry
 from raygent.core.store.base import AuditDraft, Store
+from raygent.core.store.sessionowners import SessionOwners
 from raygent.serve.admission import AdmissionController, Priority
 from raygent.serve.agents import AgentPort
+from raygent.serve.errors import SessionNotYoursError
 from raygent.serve.events import Final, RunEvent, bridge
 from raygent.serve.idempotency import IdempotencyGuard, Replay, idempotency_scope, request_fingerprint
 from raygent.serve.inflight import InflightRuns
@@ -79,6 +82,7 @@ class _Start:
     tenant: str
     requester: str = ""
     end_user: str = ""
+    session_id: str = ""  # the client's, or a new one; claimed for the caller in governed fleets
 
 
 def _budget_s(req: RunRequest) -> float | None:
@@ -134,12 +138,14 @@ class RunCoordinator:
         clock: Clock,
         tracer: Tracer,
         rates: RateLimiter | None = None,
+        sessions: SessionOwners | None = None,
     ) -> None:
         self._fleet = fleet
         self._store = store
         self._agents = agents
         self._admission = admission
         self._rates = rates or RateLimiter.for_agents(fleet.agents, fleet.server.rate_limit)
+        self._sessions = sessions
         self._idempotency = idempotency
         self._inflight = inflight
         self._runner = runner
@@ -191,6 +197,10 @@ class RunCoordinator:
             if replay is not None:
                 return self._replay(replay, req)
         try:
+            if requester or end_user:
+                # Governed: a session belongs to the end user of its first run; nobody else continues it.
+                job = dataclasses.replace(job, session_id=req.session_id or new_id("ses"))
+                await self._claim_session(job.session_id, end_user or requester)
             if req.mode == "async":
                 return await self._start_async(job)
             if req.mode == "stream":
@@ -202,11 +212,25 @@ class RunCoordinator:
                 await self._idempotency.abandon(scope, key, run_id)
             self._note_shed(agent, priority)
             return error_response(err, instance=_RUNS_PATH.format(agent=agent))
+        except SessionNotYoursError as err:
+            if key is not None:
+                await self._idempotency.abandon(scope, key, run_id)
+            return error_response(err, instance=_RUNS_PATH.format(agent=agent))
         except BaseException:
             if key is not None:
                 with contextlib.suppress(Exception):
                     await self._idempotency.abandon(scope, key, run_id)
             raise
+
+    async def _claim_session(self, session_id: str, owner: str) -> None:
+        if self._sessions is None:
+            return
+        holder = await self._sessions.claim(session_id, owner, now=self._clock.now())
+        if holder != owner:
+            raise SessionNotYoursError(
+                f"session {session_id!r} belongs to another caller; omit session_id to start a new one",
+                extra={"session_id": session_id},
+            )
 
     # ------------------------------------------------------------------------------------------- modes
 
@@ -217,7 +241,7 @@ class RunCoordinator:
             run_id=job.run_id,
             agent=job.agent,
             input=job.req.input,
-            session_id=job.req.session_id or new_id("ses"),
+            session_id=job.session_id or job.req.session_id or new_id("ses"),
             deadline_ts=self._clock.now() + deadline_s,
             traceparent=traceparent,
             latency_budget_ms=job.req.latency_budget_ms,

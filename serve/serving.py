@@ -14,6 +14,7 @@ from raygent.core.store.base import Store
 from raygent.core.store.idempotency import IdempotencyLedger, SQLiteIdempotencyLedger
 from raygent.core.store.redis import redis_namespace
 from raygent.core.store.redis_ledgers import RedisAsyncRunLedger, RedisIdempotencyLedger
+from raygent.core.store.sessionowners import RedisSessionOwners, SessionOwners, SQLiteSessionOwners
 from raygent.serve.admission import AdmissionController
 from raygent.serve.agents import AgentPort
 from raygent.serve.callbacks import CallbackSender
@@ -23,7 +24,7 @@ from raygent.serve.ratelimit import RateLimiter
 from raygent.serve.runs import RunCoordinator
 from raygent.serve.runs_async import AsyncRunner
 
-__all__ = ["Serving", "build_serving", "open_ledgers"]
+__all__ = ["Serving", "build_serving", "open_ledgers", "open_session_owners"]
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,14 @@ class Serving:
     coordinator: RunCoordinator
     sender: CallbackSender
     rates: RateLimiter
+    session_owners: SessionOwners
 
     async def aclose(self) -> None:
         await self.runner.aclose()
         await self.sender.aclose()
         await self.idempotency_ledger.close()
         await self.async_ledger.close()
+        await self.session_owners.close()
 
 
 def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
@@ -62,6 +65,19 @@ def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
     )
 
 
+def open_session_owners(fleet: Fleet) -> SessionOwners:
+    """Who each session belongs to (governed fleets): beside the ledgers, in Redis or SQLite."""
+    spec = fleet.store
+    if spec.kind == "redis" and spec.url is not None:
+        return RedisSessionOwners(
+            spec.url,
+            namespace=redis_namespace(spec.tenant, fleet.name),
+            ttl_s=spec.session_ttl_s,
+            op_timeout_s=spec.op_timeout_s,
+        )
+    return SQLiteSessionOwners(fleet.state_path(fleet.server.ledger_path), busy_timeout_s=spec.busy_timeout_s)
+
+
 def build_serving(
     fleet: Fleet,
     *,
@@ -76,6 +92,7 @@ def build_serving(
     """The serving parts of one ingress replica; ledgers go to ``server.ledger_path`` in the state dir."""
     server = fleet.server
     idempotency_ledger, async_ledger = open_ledgers(fleet)
+    session_owners = open_session_owners(fleet)
     admission = AdmissionController.for_agents(fleet.agents, retry_after_s=server.retry_after_s)
     rates = RateLimiter.for_agents(fleet.agents, server.rate_limit)
     inflight = InflightRuns()
@@ -105,6 +122,7 @@ def build_serving(
         clock=clock,
         tracer=tracer,
         rates=rates,
+        sessions=session_owners,
     )
     return Serving(
         admission=admission,
@@ -116,4 +134,5 @@ def build_serving(
         coordinator=coordinator,
         sender=sender,
         rates=rates,
+        session_owners=session_owners,
     )

@@ -24,7 +24,7 @@ from raygent.core.errors import ConflictError, StoreError
 from raygent.core.store.asyncruns import AsyncRunEntry
 from raygent.core.store.idempotency import IdempotencyEntry
 
-__all__ = ["RedisAsyncRunLedger", "RedisIdempotencyLedger"]
+__all__ = ["RedisAsyncRunLedger", "RedisIdempotencyLedger", "guarded"]
 
 # ----------------------------------------------------------------------------------------- idempotency
 
@@ -93,6 +93,20 @@ def _idem_entry(fields: dict[str, bytes]) -> IdempotencyEntry:
     )
 
 
+@asynccontextmanager
+async def guarded(url: str) -> AsyncIterator[None]:
+    """Turn redis-py's errors into StoreError (connection trouble is retryable)."""
+    where = url.split("@", 1)[-1]  # never print a password from the URL
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise StoreError(
+            f"Redis ledger at {where} is unreachable: {exc}", retryable=True, retry_after_s=1.0
+        ) from exc
+    except redis_errors.RedisError as exc:
+        raise StoreError(f"Redis ledger at {where} failed: {exc}", retryable=False) from exc
+
+
 class _RedisLedger:
     """Connection, key naming and error mapping shared by both ledgers (picklable: reopens)."""
 
@@ -114,17 +128,8 @@ class _RedisLedger:
     def _key(self, *parts: str) -> str:
         return ":".join((self.namespace, self._part, *parts))
 
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        where = self.url.split("@", 1)[-1]  # never print a password from the URL
-        try:
-            yield
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreError(
-                f"Redis ledger at {where} is unreachable: {exc}", retryable=True, retry_after_s=1.0
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(f"Redis ledger at {where} failed: {exc}", retryable=False) from exc
+    def _guard(self) -> Any:
+        return guarded(self.url)
 
     async def close(self) -> None:
         await self._r.aclose()
