@@ -40,9 +40,32 @@ def build_executors(fleet: Fleet, *, clock: Clock) -> dict[str, ToolExecutor]:
     executors: dict[str, ToolExecutor] = {}
     for name, spec in fleet.tools.items():
         if isinstance(spec, MqToolSpec):
-            executors[name] = MqToolExecutor(name, spec, base_dir=base_dir, state_dir=state_dir, clock=clock)
+            executors[name] = MqToolExecutor(
+                name,
+                spec,
+                base_dir=base_dir,
+                state_dir=state_dir,
+                clock=clock,
+                pending=_pending_store(fleet, name, spec),
+            )
         elif isinstance(spec, SoapToolSpec):
             executors[name] = SoapToolExecutor(name, spec, base_dir=base_dir)
         elif isinstance(spec, TerminalToolSpec):
             executors[name] = TerminalToolExecutor(name, spec, base_dir=base_dir)
     return executors
+
+
+def _pending_store(fleet: Fleet, tool: str, spec: MqToolSpec) -> Any:
+    """Pending replies of an asynchronous MQ tool in the fleet's Redis when its store is Redis (gateway
+    replicas on several machines share them); None: the executor's SQLite file in the state directory."""
+    store = fleet.store
+    if not spec.async_after_ms or store.kind != "redis" or store.url is None:
+        return None
+    from raygent.core.store.redis import redis_namespace
+    from raygent.integrations.mq.pending_redis import RedisPendingReplies
+
+    return RedisPendingReplies(
+        store.url,
+        namespace=f"{redis_namespace(store.tenant, fleet.name)}:{tool}",
+        op_timeout_s=store.op_timeout_s,
+    )

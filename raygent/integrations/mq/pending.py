@@ -6,8 +6,8 @@ lost between the queue and the call; the first reply wins and later ones (a resp
 twice, a resent request) are counted and ignored. Calling the same tool call again (same correlation id)
 returns the recorded reply without sending the request again.
 
-SQLite in the fleet's state directory (WAL, safe across processes on one node) is the backend here; the
-protocol is small so a Redis backend for clusters is a drop-in.
+SQLite in the fleet's state directory (WAL, safe across processes on one node) is the default; fleets whose
+store is Redis keep them there (``pending_redis.py``), so gateway replicas on several machines share them.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class PendingReplies(Protocol):
         """Calls whose reply can no longer come: still pending past their deadline, or expired, with a
         deadline at or after ``since_ts``; oldest deadline first."""
         ...
+
+    async def aclose(self) -> None: ...
 
 
 _SCHEMA = """
@@ -213,3 +215,6 @@ class SQLitePendingReplies:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    async def aclose(self) -> None:
+        self.close()

@@ -18,7 +18,7 @@ from raygent.integrations.mq.envelope import (
     Transport,
     correlation_id_for,
 )
-from raygent.integrations.mq.pending import SQLitePendingReplies
+from raygent.integrations.mq.pending import PendingReplies, SQLitePendingReplies
 from raygent.integrations.python_tool import json_result
 
 __all__ = ["HEADER_RUN_ID", "MqToolExecutor", "build_transport"]
@@ -59,13 +59,16 @@ class MqToolExecutor:
         state_dir: Path,
         clock: Clock,
         transport: Transport | None = None,
+        pending: PendingReplies | None = None,
     ) -> None:
         self._name = name
         self._spec = spec
         self._base_dir = base_dir
         self._clock = clock
         self._codec: Codec | None = None
-        self._pending = SQLitePendingReplies(state_dir / "mq_pending.db") if spec.async_after_ms else None
+        self._pending: PendingReplies | None = None
+        if spec.async_after_ms:
+            self._pending = pending or SQLitePendingReplies(state_dir / "mq_pending.db")
         self.bridge = MqBridge(transport or build_transport(spec), clock=clock, pending=self._pending)
 
     @property
@@ -74,7 +77,7 @@ class MqToolExecutor:
         return self._spec.async_after_ms is not None and self._spec.async_mode == "park"
 
     @property
-    def pending(self) -> SQLitePendingReplies | None:
+    def pending(self) -> PendingReplies | None:
         """The durable pending-reply records (asynchronous tools only)."""
         return self._pending
 
@@ -138,4 +141,4 @@ class MqToolExecutor:
     async def aclose(self) -> None:
         await self.bridge.close()
         if self._pending is not None:
-            self._pending.close()
+            await self._pending.aclose()
