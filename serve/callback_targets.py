@@ -5,7 +5,8 @@ network, cloud metadata endpoints included).
 A host listed in ``server.callbacks.allowed_hosts`` is allowed whatever its address. Without a list,
 the host must resolve only to public (global) addresses unless ``allow_private_networks`` is set. The
 check runs when the run is accepted (a ``422`` naming the reason) and again before every delivery
-attempt, because a name can be re-pointed between the two (the delivery is then refused, not retried).
+attempt, because a name can be re-pointed between the two (the delivery is then refused, not retried);
+each attempt connects to the address it checked (:class:`PinnedTarget`), never resolving the name again.
 Redirects are never followed (the sender's client), so an allowed host cannot bounce the request on.
 """
 
@@ -15,12 +16,13 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
 
 from raygent.core.config import CallbackSpec
 from raygent.core.errors import ValidationFailedError
 
-__all__ = ["CallbackTargetError", "CallbackTargets", "public_address"]
+__all__ = ["CallbackTargetError", "CallbackTargets", "PinnedTarget", "public_address"]
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -39,7 +41,8 @@ def public_address(address: str) -> bool:
 
 async def _resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    # IPv4 first: the connection goes to the first address, and receivers often listen on IPv4 only.
+    return sorted({str(info[4][0]) for info in infos}, key=lambda a: (":" in a, a))
 
 
 def _matches(pattern: str, host: str, port: int) -> bool:
@@ -67,6 +70,16 @@ class CallbackTargets:
 
     async def check(self, url: str) -> None:
         """Raise :class:`CallbackTargetError` unless the server may POST to ``url``."""
+        await self.pin(url)
+
+    async def pin(self, url: str) -> PinnedTarget:
+        """Check ``url`` and choose the address to connect to: the request then goes to that address
+        (with the URL's host as ``Host`` and TLS server name), so a name cannot be re-pointed between
+        the check and the connection (DNS rebinding).
+
+        Raises:
+            CallbackTargetError: The server may not POST there.
+        """
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if parts.scheme not in ("http", "https") or not host:
@@ -77,27 +90,46 @@ class CallbackTargets:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise CallbackTargetError("callback_url has an invalid port") from None
-        if any(_matches(p, host, port) for p in self._allowed):
-            return
-        if self._allowed:
+        listed = any(_matches(p, host, port) for p in self._allowed)
+        if self._allowed and not listed:
             raise CallbackTargetError(
                 f"callback host {host!r} is not in server.callbacks.allowed_hosts", extra={"host": host}
             )
-        if self._private_ok:
-            return
         try:
-            addresses = [host] if _is_ip(host) else await self._resolve(host, port)
+            addresses = [host.split("%", 1)[0]] if _is_ip(host) else await self._resolve(host, port)
         except OSError:
-            raise CallbackTargetError(
-                f"callback host {host!r} does not resolve", extra={"host": host}
-            ) from None
+            addresses = []
+        if not addresses:
+            raise CallbackTargetError(f"callback host {host!r} does not resolve", extra={"host": host})
         blocked = [a for a in addresses if not public_address(a)]
-        if blocked or not addresses:
+        if blocked and not (listed or self._private_ok):
             raise CallbackTargetError(
-                f"callback host {host!r} is a non-public address ({', '.join(blocked) or 'none'}); list it "
+                f"callback host {host!r} is a non-public address ({', '.join(blocked)}); list it "
                 "in server.callbacks.allowed_hosts to allow it",
                 extra={"host": host},
             )
+        return PinnedTarget.of(parts, host, port, addresses[0])
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedTarget:
+    """Where a checked callback goes: ``url`` names the checked address; ``headers`` and ``extensions``
+    keep the original host for HTTP (``Host``) and TLS (server name, certificate check)."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+    @classmethod
+    def of(cls, parts: SplitResult, host: str, port: int, address: str) -> PinnedTarget:
+        if _is_ip(host):
+            return cls(parts.geturl(), {}, {})
+        literal = f"[{address}]" if ":" in address else address
+        netloc = literal if parts.port is None else f"{literal}:{port}"
+        url = parts._replace(netloc=netloc).geturl()
+        host_header = host if parts.port is None else f"{host}:{port}"
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        return cls(url, {"host": host_header}, extensions)
 
 
 def _is_ip(host: str) -> bool:

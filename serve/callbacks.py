@@ -134,14 +134,20 @@ class CallbackSender:
                 headers.update(signature_headers(secret, delivery_id, int(self._clock.now()), body))
             retry = True
             try:
-                # Checked before every attempt: the name may point elsewhere than when it was accepted.
-                await self.targets.check(url)
+                # Checked before every attempt (the name may point elsewhere than when it was accepted),
+                # and the attempt connects to the address that was checked.
+                target = await self.targets.pin(url)
             except CallbackTargetError as exc:
                 record.update(error="destination-refused", detail=exc.detail)
                 await on_attempt(record)
                 return False
             try:
-                resp = await self._client.post(url, content=body, headers=headers)
+                resp = await self._client.post(
+                    target.url,
+                    content=body,
+                    headers={**headers, **target.headers},
+                    extensions=target.extensions,
+                )
                 record["status_code"] = resp.status_code
                 retry = _retryable(resp.status_code)
                 delivered = 200 <= resp.status_code < 300

@@ -31,6 +31,7 @@ DNS = {
     "internal.example.com": ["10.1.2.3"],
     "mixed.example.com": ["93.184.216.34", "127.0.0.1"],
     "metadata.example.com": ["169.254.169.254"],
+    "a.b.corp.example": ["10.9.9.9"],  # an internal receiver: reachable only because it is listed
 }
 
 
@@ -131,3 +132,51 @@ async def test_delivery_rechecks_the_target_and_does_not_retry_a_refusal() -> No
         await sender.aclose()
     assert delivered is False
     assert [(a["attempt"], a["error"]) for a in attempts] == [(1, "destination-refused")]
+
+
+async def test_each_attempt_connects_to_the_address_it_checked(receiver: Any) -> None:
+    """The name resolves (in this test's resolver) to the receiver's loopback address: the request goes to
+    that address with the name as Host, so the name is never resolved again by the HTTP client (which
+    could not resolve it at all here)."""
+    port = int(receiver.url.rsplit(":", 1)[1].split("/", 1)[0])
+    sender = CallbackSender(
+        CallbackSpec(),
+        clock=SystemClock(),
+        environ={"RAYGENT_CALLBACK_SECRET": "k"},
+        targets=CallbackTargets(
+            CallbackSpec(allowed_hosts=["hooks.invalid"]), resolve=resolver({"hooks.invalid": ["127.0.0.1"]})
+        ),
+    )
+    attempts: list[dict[str, Any]] = []
+
+    async def on_attempt(record: dict[str, Any]) -> None:
+        attempts.append(record)
+
+    try:
+        delivered = await sender.deliver(
+            f"http://hooks.invalid:{port}/hook",
+            {"ok": True},
+            tenant="default",
+            delivery_id="run_1",
+            on_attempt=on_attempt,
+        )
+    finally:
+        await sender.aclose()
+    assert delivered, attempts
+    headers, _ = receiver.requests[0]
+    assert headers["host"] == f"hooks.invalid:{port}"
+
+
+async def test_pinned_targets_keep_the_name_for_host_and_tls() -> None:
+    targets = CallbackTargets(CallbackSpec(), resolve=resolver({"hooks.example.com": ["93.184.216.34"]}))
+    tls = await targets.pin("https://hooks.example.com/done?x=1")
+    assert tls.url == "https://93.184.216.34/done?x=1"
+    assert tls.headers == {"host": "hooks.example.com"} and tls.extensions == {
+        "sni_hostname": "hooks.example.com"
+    }
+    plain = await targets.pin("http://hooks.example.com:8080/done")
+    assert plain.url == "http://93.184.216.34:8080/done" and plain.headers == {
+        "host": "hooks.example.com:8080"
+    }
+    literal = await targets.pin("http://93.184.216.34/x")
+    assert literal.url == "http://93.184.216.34/x" and literal.headers == {} and literal.extensions == {}
