@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,6 +22,11 @@ from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
 from raygent.core.fleetfile import load_fleet
 from raygent.core.store import SQLiteStore, open_store
+
+# No per-example time limit for property tests: a limit is a timed assertion, and on a busy 2-core CI
+# machine a correct example can take longer than Hypothesis' default 200 ms.
+settings.register_profile("raygent", deadline=None)
+settings.load_profile("raygent")
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_FLEET = REPO / "examples" / "support_desk" / "fleet.yaml"

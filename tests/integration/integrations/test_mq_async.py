@@ -192,7 +192,8 @@ async def test_bank_case_parked_run_resumes_after_a_restart(
     """The fleet (gateway, loops, resumer) goes away between parking and the reply; a new one resumes the
     run from its parked progress when it starts, and the effect happens once."""
     state = tmp_path / "order-system"
-    responder = start_responder(rabbit_queue, state=state, latency_ms=800)
+    # Slow enough that the first fleet is surely gone before the reply comes.
+    responder = start_responder(rabbit_queue, state=state, latency_ms=3000)
     fleet = legacy_fleet(tmp_path / "state", queue=rabbit_queue, lookup_order_async={"async_mode": "park"})
     first = make_fleet(fleet)
     assert first.resumer is not None

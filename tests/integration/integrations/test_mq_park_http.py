@@ -155,7 +155,9 @@ async def test_async_callback_fires_once_when_the_parked_run_ends_after_a_restar
     tmp_path: Path, rabbit_queue: str, start_responder: Any, tracer_provider: TracerProvider, hooks: Hooks
 ) -> None:
     state = tmp_path / "order-system"
-    responder = start_responder(rabbit_queue, state=state, latency_ms=800)
+    # Slow enough that the first replica is surely gone before the reply (a replica still closing would
+    # consume it, and there would be no restart to test).
+    responder = start_responder(rabbit_queue, state=state, latency_ms=3000)
     fleet = park_fleet(tmp_path, rabbit_queue)
     async with service(fleet, tracer_provider, lease_s=1.0) as first:
         resp = await first.client.post(

@@ -71,7 +71,8 @@ async def test_a_parked_run_resumes_after_a_restart_over_redis_streams(
     tmp_path: Path, redis_stream: str, start_responder: Any, make_fleet: Any
 ) -> None:
     state = tmp_path / "order-system"
-    responder = start_responder(redis_stream, transport="redis_streams", state=state, latency_ms=800)
+    # Slow enough that the first fleet is surely gone before the reply comes.
+    responder = start_responder(redis_stream, transport="redis_streams", state=state, latency_ms=3000)
     fleet = redis_fleet(tmp_path, redis_stream)
     first = make_fleet(fleet)
     assert first.resumer is not None
