@@ -71,9 +71,6 @@ class RateLimiter:
         limits = {name: spec.rate_limit or default for name, spec in agents.items()}
         return cls({name: limit for name, limit in limits.items() if limit is not None})
 
-    def limited(self, agent: str) -> bool:
-        return agent in self._limits
-
     def take(self, agent: str, *, caller: str, tenant: str = "default") -> None:
         """Take one token from the request's bucket.
 

@@ -206,15 +206,12 @@ class RunCoordinator:
             if req.mode == "stream":
                 return await self._start_stream(job)
             return await self._start_sync(job)
-        except OverloadedError as err:
+        except (OverloadedError, SessionNotYoursError) as err:
             # Refused before anything happened: the key is free again and no run exists.
             if key is not None:
                 await self._idempotency.abandon(scope, key, run_id)
-            self._note_shed(agent, priority)
-            return error_response(err, instance=_RUNS_PATH.format(agent=agent))
-        except SessionNotYoursError as err:
-            if key is not None:
-                await self._idempotency.abandon(scope, key, run_id)
+            if isinstance(err, OverloadedError):
+                self._note_shed(agent, priority)
             return error_response(err, instance=_RUNS_PATH.format(agent=agent))
         except BaseException:
             if key is not None:

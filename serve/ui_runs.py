@@ -356,7 +356,7 @@ def runs_ui_router(service: ApiService) -> APIRouter:
             return principal
         # Without runs:read_all a caller sees only their own runs: the store filters by owner (requester
         # or end user), and the ownership check stays as the last word.
-        owner = None if not access.enforced or sees_all(principal) else principal.subject if principal else ""
+        owner = None if sees_all(principal) else (principal.subject if principal else "")
         runs = [
             r
             for r in await service.store.list_runs(agent=agent, limit=limit, owner=owner)

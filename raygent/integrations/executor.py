@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet, MqToolSpec, SoapToolSpec, TerminalToolSpec
 from raygent.integrations.context import ToolContext
+
+if TYPE_CHECKING:
+    from raygent.integrations.mq.pending import PendingReplies
 
 __all__ = ["ToolExecutor", "build_executors"]
 
@@ -55,7 +58,7 @@ def build_executors(fleet: Fleet, *, clock: Clock) -> dict[str, ToolExecutor]:
     return executors
 
 
-def _pending_store(fleet: Fleet, tool: str, spec: MqToolSpec) -> Any:
+def _pending_store(fleet: Fleet, tool: str, spec: MqToolSpec) -> PendingReplies | None:
     """Pending replies of an asynchronous MQ tool in the fleet's Redis when its store is Redis (gateway
     replicas on several machines share them); None: the executor's SQLite file in the state directory."""
     store = fleet.store

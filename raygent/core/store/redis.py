@@ -206,6 +206,21 @@ def _token() -> str:
 _OWNER_SCAN = 10_000
 
 
+@asynccontextmanager
+async def redis_errors_as_store_errors(url: str, what: str) -> AsyncIterator[None]:
+    """Turn redis-py's errors into StoreError naming ``what`` and the server (never its password);
+    connection trouble, a server still loading its data set included, is retryable."""
+    where = url.split("@", 1)[-1]
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise StoreError(
+            f"{what} at {where} is unreachable: {exc}", retryable=True, retry_after_s=1.0
+        ) from exc
+    except redis_errors.RedisError as exc:
+        raise StoreError(f"{what} at {where} failed: {exc}", retryable=False) from exc
+
+
 def redis_namespace(tenant: str, fleet: str) -> str:
     """The key prefix of one tenant's fleet; the braces make it a Redis Cluster hash tag."""
     return f"{{raygent:{tenant}:{fleet}}}"
@@ -317,18 +332,8 @@ class RedisStore:
         """Turn redis-py's errors into StoreError; connection trouble is retryable."""
         if self._closed:
             raise StoreError(f"Redis store at {self._where()} is closed", retryable=False)
-        try:
+        async with redis_errors_as_store_errors(self.url, "Redis store"):
             yield
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreError(
-                f"Redis store at {self._where()} is unreachable: {exc}", retryable=True, retry_after_s=1.0
-            ) from exc
-        except redis_errors.BusyLoadingError as exc:
-            raise StoreError(
-                f"Redis at {self._where()} is loading its data set", retryable=True, retry_after_s=1.0
-            ) from exc
-        except redis_errors.RedisError as exc:
-            raise StoreError(f"Redis store at {self._where()} failed: {exc}", retryable=False) from exc
 
     async def _do(self, call: Awaitable[T]) -> T:
         if self._closed and isinstance(call, Coroutine):

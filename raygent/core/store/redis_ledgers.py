@@ -13,16 +13,14 @@ kept as hash fields beside the document, and the document is replaced whole from
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
-from raygent.core.errors import ConflictError, StoreError
+from raygent.core.errors import ConflictError
 from raygent.core.store.asyncruns import AsyncRunEntry
 from raygent.core.store.idempotency import IdempotencyEntry
+from raygent.core.store.redis import redis_errors_as_store_errors
 
 __all__ = ["RedisAsyncRunLedger", "RedisIdempotencyLedger", "guarded"]
 
@@ -93,18 +91,9 @@ def _idem_entry(fields: dict[str, bytes]) -> IdempotencyEntry:
     )
 
 
-@asynccontextmanager
-async def guarded(url: str) -> AsyncIterator[None]:
-    """Turn redis-py's errors into StoreError (connection trouble is retryable)."""
-    where = url.split("@", 1)[-1]  # never print a password from the URL
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise StoreError(
-            f"Redis ledger at {where} is unreachable: {exc}", retryable=True, retry_after_s=1.0
-        ) from exc
-    except redis_errors.RedisError as exc:
-        raise StoreError(f"Redis ledger at {where} failed: {exc}", retryable=False) from exc
+def guarded(url: str) -> Any:
+    """Redis errors of the side ledgers as StoreError (see :func:`redis_errors_as_store_errors`)."""
+    return redis_errors_as_store_errors(url, "Redis ledger")
 
 
 class _RedisLedger:

@@ -3,6 +3,7 @@ in-process fleet that keeps its gateway (to close its broker connections), the o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -158,3 +159,12 @@ def inquiries(state: Path, message_id: str | None = None) -> int:
         return int(
             conn.execute("SELECT count(*) FROM inquiries WHERE message_id=?", (message_id,)).fetchone()[0]
         )
+
+
+async def until(predicate: Any, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+    """Poll until ``predicate()`` (an async callable) is true; fail clearly if it never becomes true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(poll_s)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from legacy_helpers import inquiries, legacy_fleet
+from legacy_helpers import inquiries, legacy_fleet, until
 
 from raygent.core.clock import SystemClock
 from raygent.core.config import MqToolSpec
@@ -121,15 +121,6 @@ async def test_without_async_after_ms_a_slow_backend_fails_the_call_clearly(
 # ------------------------------------------------------------------ run parking (async_mode: park)
 
 
-async def _until(predicate: Any, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
-    """Poll until ``predicate()`` (an async callable) is true; fail clearly if it never becomes true."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + timeout_s
-    while not await predicate():
-        assert loop.time() < until, "condition not reached in time"
-        await asyncio.sleep(poll_s)
-
-
 async def _reply_queue_depth(queue: str) -> int:
     import aio_pika
     from legacy_helpers import RABBIT_URL
@@ -173,7 +164,7 @@ async def test_bank_case_parks_the_run_and_resumes_it_when_the_reply_arrives(
         record = await legacy.loops["orders-async"]._store.get_run(parked.run_id)
         return record is not None and record.status not in ("waiting", "running")
 
-    await _until(settled)
+    await until(settled)
     await legacy.resumer.drain()
     done = await legacy.loops["orders-async"]._store.get_run(parked.run_id)
     assert done is not None and done.status == "completed", done
@@ -209,7 +200,7 @@ async def test_bank_case_parked_run_resumes_after_a_restart(
     async def reply_queued() -> bool:
         return await _reply_queue_depth(rabbit_queue) >= 1
 
-    await _until(reply_queued)
+    await until(reply_queued)
     assert first.resumer.resumed == []
 
     second = make_fleet(fleet)
@@ -229,7 +220,7 @@ async def test_bank_case_parked_run_resumes_after_a_restart(
         record = await store.get_run(parked.run_id)
         return record is not None and record.status not in ("waiting", "running")
 
-    await _until(settled)
+    await until(settled)
     await second.resumer.drain()
     done = await store.get_run(parked.run_id)
     assert done is not None and done.status == "completed", done
@@ -267,7 +258,7 @@ async def test_a_reply_recorded_before_a_crash_is_resumed_by_the_startup_sweep(
         return record is not None and record.state == "replied"
 
     await executor.bridge.start()
-    await _until(recorded)  # the bridge recorded the reply; no one resumed the run
+    await until(recorded)  # the bridge recorded the reply; no one resumed the run
     await first.aclose()
     store = first.loops["orders-async"]._store
     waiting = await store.get_run(parked.run_id)
@@ -328,7 +319,7 @@ async def test_a_delegated_run_that_parks_parks_its_caller_and_both_resume(
         record = await store.get_run(parked.run_id)
         return record is not None and record.status not in ("waiting", "running")
 
-    await _until(settled)
+    await until(settled)
     await legacy.resumer.drain()
     done = await store.get_run(parked.run_id)
     assert done is not None and done.status == "completed", done
@@ -361,7 +352,7 @@ async def test_the_served_gateway_starts_its_reply_resumer_from_its_health_check
         async def listening() -> bool:
             return executor.bridge._started
 
-        await _until(listening)
+        await until(listening)
         await actor.check_health()
         assert actor._resuming is task and not task.done()  # one resumer per replica
     finally:
@@ -397,7 +388,7 @@ async def test_a_parked_run_whose_reply_never_comes_ends_with_a_clear_timeout(
     async def overdue() -> bool:
         return time.time() > record.deadline_ts
 
-    await _until(overdue)
+    await until(overdue)
     assert await legacy.resumer.sweep() == 1
     done = await legacy.loops["orders-async"]._store.get_run(parked.run_id)
     assert done is not None and done.status == "completed", done

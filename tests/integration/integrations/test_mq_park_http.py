@@ -6,7 +6,6 @@ ASGI with the agents in process (no Ray)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from legacy_helpers import RABBIT_URL, inquiries, legacy_fleet
+from legacy_helpers import RABBIT_URL, inquiries, legacy_fleet, until
 from opentelemetry.sdk.trace import TracerProvider
 
 from raygent.core.clock import SystemClock
@@ -109,13 +108,6 @@ async def service(
             await store.close()
 
 
-async def _until(predicate: Any, *, timeout_s: float = 30.0) -> None:
-    until = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < until, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 def park_fleet(tmp_path: Path, queue: str) -> Fleet:
     fleet = legacy_fleet(tmp_path / "state", queue=queue, lookup_order_async={"async_mode": "park"})
     callbacks = fleet.server.callbacks.model_copy(update={"allowed_hosts": ["127.0.0.1"]})
@@ -139,7 +131,7 @@ async def test_sync_caller_gets_202_and_the_status_url_then_the_completed_run(
             got = await svc.client.get(resp.headers["location"])
             return bool(got.status_code == 200 and got.json()["status"] not in ("waiting", "running"))
 
-        await _until(completed)
+        await until(completed)
         run = (await svc.client.get(resp.headers["location"])).json()
     assert run["status"] == "completed", run
     assert run["output"].startswith("Order 1004 (desk lamp) is delivered")
@@ -172,7 +164,7 @@ async def test_async_callback_fires_once_when_the_parked_run_ends_after_a_restar
             record = await first.store.get_run(run_id)
             return record is not None and record.status == "waiting"
 
-        await _until(waiting)
+        await until(waiting)
 
     # The whole replica (API, async runner, agents, gateway, resumer) is gone while the request is in
     # flight. The responder answers into the durable reply queue; nothing has been delivered.
@@ -185,7 +177,7 @@ async def test_async_callback_fires_once_when_the_parked_run_ends_after_a_restar
             declared = await channel.declare_queue(f"{rabbit_queue}.reply", passive=True)
             return bool(declared.declaration_result.message_count)
 
-    await _until(reply_queued)
+    await until(reply_queued)
     assert hooks.received == [] and first.resumer.resumed == []
 
     async with service(fleet, tracer_provider, lease_s=1.0) as second:
@@ -194,7 +186,7 @@ async def test_async_callback_fires_once_when_the_parked_run_ends_after_a_restar
             got = (await second.client.get(f"/v1/runs/{run_id}")).json()
             return bool(got.get("callback", {}).get("state") == "delivered")
 
-        await _until(delivered)
+        await until(delivered)
         view = (await second.client.get(f"/v1/runs/{run_id}")).json()
     assert second.resumer.resumed == [run_id]
     assert view["status"] == "completed" and view["output"].startswith("Order 1001 (backpack) is shipped")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from legacy_helpers import REDIS_URL, inquiries, legacy_fleet
+from legacy_helpers import REDIS_URL, inquiries, legacy_fleet, until
 
 from raygent.core.config import Fleet, MqToolSpec, RedisStreamsTransportSpec
 from raygent.integrations.mq.envelope import correlation_id_for
@@ -25,14 +25,6 @@ def redis_fleet(tmp_path: Path, stream: str) -> Fleet:
     transport = RedisStreamsTransportSpec(kind="redis_streams", url=REDIS_URL, request_stream=stream)
     parked = spec.model_copy(update={"transport": transport, "async_mode": "park"})
     return fleet.model_copy(update={"tools": {**fleet.tools, "lookup_order_async": parked}})
-
-
-async def until(predicate: Any, timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_bank_case_parks_and_resumes_over_redis_streams(
