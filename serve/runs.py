@@ -39,7 +39,7 @@ from raygent.serve.events import Final, RunEvent, bridge
 from raygent.serve.idempotency import IdempotencyGuard, Replay, idempotency_scope, request_fingerprint
 from raygent.serve.inflight import InflightRuns
 from raygent.serve.problems import PROBLEM_JSON, error_response, problem_response, status_problem
-from raygent.serve.ratelimit import RateLimiter
+from raygent.serve.ratelimit import RateLimiter, SharedRateLimiter
 from raygent.serve.runs_async import AsyncRunner
 from raygent.serve.schemas import RunRequest
 from raygent.serve.sse import SSE_HEADERS, SSE_MEDIA_TYPE, encode_event
@@ -137,14 +137,16 @@ class RunCoordinator:
         runner: AsyncRunner,
         clock: Clock,
         tracer: Tracer,
-        rates: RateLimiter | None = None,
+        rates: RateLimiter | SharedRateLimiter | None = None,
         sessions: SessionOwners | None = None,
     ) -> None:
         self._fleet = fleet
         self._store = store
         self._agents = agents
         self._admission = admission
-        self._rates = rates or RateLimiter.for_agents(fleet.agents, fleet.server.rate_limit)
+        self._rates: RateLimiter | SharedRateLimiter = rates or RateLimiter.for_agents(
+            fleet.agents, fleet.server.rate_limit
+        )
         self._sessions = sessions
         self._idempotency = idempotency
         self._inflight = inflight
@@ -171,7 +173,7 @@ class RunCoordinator:
         ``client`` (the peer address) keys the rate limit of callers without a token.
         """
         try:
-            self._rates.take(agent, caller=requester or client or "anonymous", tenant=tenant)
+            await self._rates.check(agent, caller=requester or client or "anonymous", tenant=tenant)
         except RateLimitedError as err:  # before the idempotency key or any record: nothing to undo
             return error_response(err, instance=_RUNS_PATH.format(agent=agent))
         priority: Priority = req.priority or ("batch" if req.mode == "async" else "interactive")

@@ -20,11 +20,11 @@ from raygent.serve.agents import AgentPort
 from raygent.serve.callbacks import CallbackSender
 from raygent.serve.idempotency import IdempotencyGuard
 from raygent.serve.inflight import InflightRuns
-from raygent.serve.ratelimit import RateLimiter
+from raygent.serve.ratelimit import RateLimiter, SharedRateLimiter
 from raygent.serve.runs import RunCoordinator
 from raygent.serve.runs_async import AsyncRunner
 
-__all__ = ["Serving", "build_serving", "open_ledgers", "open_session_owners"]
+__all__ = ["Serving", "build_serving", "open_ledgers", "open_rate_limits", "open_session_owners"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Serving:
     runner: AsyncRunner
     coordinator: RunCoordinator
     sender: CallbackSender
-    rates: RateLimiter
+    rates: RateLimiter | SharedRateLimiter
     session_owners: SessionOwners
 
     async def aclose(self) -> None:
@@ -46,6 +46,7 @@ class Serving:
         await self.idempotency_ledger.close()
         await self.async_ledger.close()
         await self.session_owners.close()
+        await self.rates.close()
 
 
 def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
@@ -78,6 +79,21 @@ def open_session_owners(fleet: Fleet) -> SessionOwners:
     return SQLiteSessionOwners(fleet.state_path(fleet.server.ledger_path), busy_timeout_s=spec.busy_timeout_s)
 
 
+def open_rate_limits(fleet: Fleet) -> RateLimiter | SharedRateLimiter:
+    """The rate-limit buckets: in the fleet's Redis when its store is Redis (one limit however many
+    ingress replicas serve the fleet), else in this replica's memory."""
+    spec, server = fleet.store, fleet.server
+    if spec.kind == "redis" and spec.url is not None:
+        return SharedRateLimiter.for_agents(
+            fleet.agents,
+            server.rate_limit,
+            url=spec.url,
+            namespace=redis_namespace(spec.tenant, fleet.name),
+            op_timeout_s=spec.op_timeout_s,
+        )
+    return RateLimiter.for_agents(fleet.agents, server.rate_limit)
+
+
 def build_serving(
     fleet: Fleet,
     *,
@@ -94,7 +110,7 @@ def build_serving(
     idempotency_ledger, async_ledger = open_ledgers(fleet)
     session_owners = open_session_owners(fleet)
     admission = AdmissionController.for_agents(fleet.agents, retry_after_s=server.retry_after_s)
-    rates = RateLimiter.for_agents(fleet.agents, server.rate_limit)
+    rates = open_rate_limits(fleet)
     inflight = InflightRuns()
     idempotency = IdempotencyGuard(idempotency_ledger, ttl_s=server.idempotency_ttl_s, clock=clock)
     sender = sender or CallbackSender(server.callbacks, clock=clock)

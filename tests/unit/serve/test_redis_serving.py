@@ -4,6 +4,7 @@ idempotency keys and async runs are shared through Redis, not per machine."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from serving_helpers import Served, serve_in_process, tiny_fleet
 
-from raygent.core.config import Fleet, StoreSpec
+from raygent.core.config import Fleet, RateLimitSpec, StoreSpec
+from raygent.core.errors import RateLimitedError
 from raygent.core.store.redis_ledgers import RedisAsyncRunLedger, RedisIdempotencyLedger
 from raygent.core.store.redis_server import RedisServer
-from raygent.serve.serving import open_ledgers
+from raygent.serve.ratelimit import SharedRateLimiter
+from raygent.serve.serving import open_ledgers, open_rate_limits
 
 RUNS = "/v1/agents/a/runs"
 
@@ -92,3 +95,83 @@ async def test_an_async_run_accepted_by_one_replica_is_cancelled_through_the_oth
         assert (await two.client.post(f"/v1/runs/{run_id}/cancel")).status_code == 202
         stored = await wait_status(one, run_id, {"cancelled"})
         assert stored["steps"] == []  # it never started
+
+
+# ----- rate limits shared through Redis -------------------------------------------------------------
+
+
+def shared_limiter(url: str, namespace: str, **spec: Any) -> SharedRateLimiter:
+    return SharedRateLimiter({"a": RateLimitSpec.model_validate(spec)}, url=url, namespace=namespace)
+
+
+async def test_two_replicas_take_from_one_bucket(redis_url: str) -> None:
+    namespace = f"rl{time.monotonic_ns()}"
+    one = shared_limiter(redis_url, namespace, requests_per_s=0.01, burst=2)
+    two = shared_limiter(redis_url, namespace, requests_per_s=0.01, burst=2)
+    try:
+        await one.check("a", caller="alice")
+        await two.check("a", caller="alice")  # the second of the burst, on the other replica
+        for replica in (one, two):
+            with pytest.raises(RateLimitedError) as refused:
+                await replica.check("a", caller="alice")
+            assert refused.value.status == 429 and refused.value.retry_after_s >= 90  # 1 token / 0.01 per s
+        await two.check("a", caller="bob")  # bob's own bucket
+        await one.check("unlimited", caller="alice")  # an agent without a limit is never refused
+        assert (one.refused["a"], two.refused["a"]) == (1, 1)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_shared_bucket_refills_at_the_rate_and_expires_once_full(redis_url: str) -> None:
+    limiter = shared_limiter(redis_url, f"rl{time.monotonic_ns()}", requests_per_s=20, burst=1)
+    try:
+        await limiter.check("a", caller="alice")
+        with pytest.raises(RateLimitedError):
+            await limiter.check("a", caller="alice")
+        await asyncio.sleep(0.2)  # 4 tokens' worth of time, capped at the burst of 1
+        await limiter.check("a", caller="alice")
+        with pytest.raises(RateLimitedError):
+            await limiter.check("a", caller="alice")
+        key = limiter.key("a", caller="alice")
+        ttl_ms = await limiter._r.pttl(key)
+        assert 0 < ttl_ms <= 1 / 20 * 1000 + 1000  # forgotten once it would be full again
+    finally:
+        await limiter.close()
+
+
+async def test_an_unreachable_redis_fails_open_and_is_counted() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    limiter = SharedRateLimiter(
+        {"a": RateLimitSpec(requests_per_s=0.01, burst=1)},
+        url=f"redis://127.0.0.1:{port}/0",
+        namespace="rl",
+        op_timeout_s=0.5,
+    )
+    try:
+        for _ in range(3):  # far over the limit: not refused, because the limit cannot be checked
+            await limiter.check("a", caller="alice")
+        assert limiter.failed_open == 3 and limiter.stats()["a"]["failed_open"] == 3
+    finally:
+        await limiter.close()
+
+
+async def test_the_limit_holds_across_ingress_replicas_over_http(
+    tmp_path: Path, redis_url: str, tracer_provider: TracerProvider
+) -> None:
+    fleet = redis_fleet(tmp_path, redis_url, rate_limit={"requests_per_s": 0.01, "burst": 2})
+    assert isinstance(open_rate_limits(fleet), SharedRateLimiter)
+    async with (
+        serve_in_process(fleet, tracer_provider) as one,
+        serve_in_process(on_another_machine(fleet, tmp_path), tracer_provider) as two,
+    ):
+        first = await one.client.post(RUNS, json={"input": "hi"})
+        second = await two.client.post(RUNS, json={"input": "hi"})
+        assert (first.status_code, second.status_code) == (200, 200)
+        refused = [await replica.client.post(RUNS, json={"input": "hi"}) for replica in (one, two)]
+        assert [r.status_code for r in refused] == [429, 429]
+        assert all(r.headers["content-type"] == "application/problem+json" for r in refused)
+        stats = (await two.client.get("/v1/serving/stats")).json()["rate_limits"]["a"]
+    assert stats["shared"] == "redis" and stats["refused"] == 1
