@@ -499,7 +499,26 @@ class StoreSpec(Strict):
     audit_dsn: str | None = Field(
         default=None, description="postgresql://… : keep the audit trail in PostgreSQL (clusters)."
     )
-    audit_schema: str = Field(default="raygent", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    governance_dsn: str | None = Field(
+        default=None,
+        description="postgresql://… : keep the governance state (approvals, spending reservations, "
+        "revoked identities, parked runs, signed checkpoints) in PostgreSQL, one for every machine.",
+    )
+    # One schema for both: a tenant or test that picks its own schema cannot end up sharing another's
+    # approvals or kill switch by forgetting a second setting, and the checkpoints sit beside the chain.
+    audit_schema: str = Field(
+        default="raygent",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the audit trail (audit_dsn) and the governance state "
+        "(governance_dsn).",
+    )
+
+    @field_validator("governance_dsn")
+    @classmethod
+    def _postgres_dsn(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("governance_dsn must be a postgresql:// or postgres:// URL")
+        return value
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StoreSpec:

@@ -18,7 +18,6 @@ is the one the approvers saw.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +38,7 @@ from raygent.governance.errors import (
 )
 from raygent.governance.refusal import refuse
 from raygent.governance.signing import Signer
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceConn, GovernanceState
 
 __all__ = [
     "Approval",
@@ -103,7 +102,8 @@ class Approval:
         return [d["approver"] for d in self.decisions if d["decision"] == "approve"]
 
 
-def _from_row(row: sqlite3.Row) -> Approval:
+def _from_row(row: Any) -> Approval:
+    # sqlite3.Row or pgstate.PgRow: both are read by column name.
     return Approval(
         approval_id=row["approval_id"],
         run_id=row["run_id"],
@@ -155,7 +155,7 @@ class ApprovalBook:
     """
 
     def __init__(
-        self, db: GovernanceDB, *, spec: ApprovalsSpec, signer: Signer, writer: AuditWriter, clock: Clock
+        self, db: GovernanceState, *, spec: ApprovalsSpec, signer: Signer, writer: AuditWriter, clock: Clock
     ) -> None:
         self._db = db
         self._spec = spec
@@ -202,7 +202,7 @@ class ApprovalBook:
             expires_at=now + self._spec.timeout_s,
         )
 
-        def write(conn: sqlite3.Connection) -> tuple[Approval, bool]:
+        def write(conn: GovernanceConn) -> tuple[Approval, bool]:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE run_id = ? AND call_id = ?", (ctx.run_id, call.id)
             ).fetchone()
@@ -238,7 +238,7 @@ class ApprovalBook:
         return approval
 
     async def get(self, approval_id: str) -> Approval:
-        def read(conn: sqlite3.Connection) -> Approval | None:
+        def read(conn: GovernanceConn) -> Approval | None:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)
             ).fetchone()
@@ -250,7 +250,7 @@ class ApprovalBook:
         return found
 
     async def find(self, run_id: str, call_id: str) -> Approval | None:
-        def read(conn: sqlite3.Connection) -> Approval | None:
+        def read(conn: GovernanceConn) -> Approval | None:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE run_id = ? AND call_id = ?", (run_id, call_id)
             ).fetchone()
@@ -261,7 +261,7 @@ class ApprovalBook:
     async def find_all(self, *, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
 
-        def read(conn: sqlite3.Connection) -> list[Approval]:
+        def read(conn: GovernanceConn) -> list[Approval]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals {where} ORDER BY created_at DESC LIMIT ?", [*params, limit]
             ).fetchall()
@@ -280,7 +280,7 @@ class ApprovalBook:
         """
         now = self._clock.now()
 
-        def write(conn: sqlite3.Connection) -> tuple[Approval, dict[str, Any] | None, str | None]:
+        def write(conn: GovernanceConn) -> tuple[Approval, dict[str, Any] | None, str | None]:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)
             ).fetchone()
@@ -337,7 +337,7 @@ class ApprovalBook:
         return approval
 
     @staticmethod
-    def _close(conn: sqlite3.Connection, a: Approval, status: ApprovalStatus, now: float) -> None:
+    def _close(conn: GovernanceConn, a: Approval, status: ApprovalStatus, now: float) -> None:
         a.status, a.decided_at = status, now
         conn.execute(
             "UPDATE approvals SET status = ?, decided_at = ?, decisions = ? WHERE approval_id = ?",
@@ -348,7 +348,7 @@ class ApprovalBook:
         """Expire every pending approval past its timeout (timeout = deny); returns them."""
         now = self._clock.now()
 
-        def write(conn: sqlite3.Connection) -> list[Approval]:
+        def write(conn: GovernanceConn) -> list[Approval]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending' AND expires_at <= ?", (now,)
             ).fetchall()

@@ -8,13 +8,12 @@ the old checkpoints again), and pins the head so a cut tail is visible even if t
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass
 
 from raygent.core.clock import Clock
 from raygent.core.store.base import GENESIS_HASH, AuditQuery, Store
 from raygent.governance.signing import Signer
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceConn, GovernanceState
 
 __all__ = ["Checkpoint", "CheckpointCheck", "Checkpointer"]
 
@@ -46,7 +45,7 @@ class CheckpointCheck:
 class Checkpointer:
     """Writes and checks signed checkpoints of ``store``'s audit chain."""
 
-    def __init__(self, store: Store, db: GovernanceDB, *, signer: Signer, clock: Clock) -> None:
+    def __init__(self, store: Store, db: GovernanceState, *, signer: Signer, clock: Clock) -> None:
         self._store = store
         self._db = db
         self._signer = signer
@@ -81,9 +80,10 @@ class Checkpointer:
             seq, digest, unsigned.ts, unsigned.key_id, self._signer.sign(unsigned.signed_payload())
         )
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: GovernanceConn) -> None:
             conn.execute(
-                "INSERT OR IGNORE INTO checkpoints (seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO checkpoints (seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (cp.seq, cp.hash, cp.ts, cp.key_id, cp.signature),
             )
 

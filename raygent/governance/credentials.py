@@ -63,10 +63,9 @@ def credential_stages(gateway: ToolGateway, *, store: Store, clock: Clock) -> Cr
         stages.uninstall_logs = install_log_redaction(redactor)
     if governance_enabled(fleet):
         from raygent.governance.killswitch import KillSwitch
-        from raygent.governance.state import GovernanceDB
+        from raygent.governance.state import open_governance_db
 
-        db = GovernanceDB(fleet.state_path("governance.db"), busy_timeout_s=fleet.store.busy_timeout_s)
-        switch = KillSwitch(db, fleet=fleet, writer=writer, clock=clock)
+        switch = KillSwitch(open_governance_db(fleet), fleet=fleet, writer=writer, clock=clock)
 
         async def revoked(identity: str) -> str | None:
             rev = await switch.is_revoked(identity)

@@ -7,7 +7,6 @@ closed, new runs are refused. Revoking and restoring are audited.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from raygent.core.clock import Clock
@@ -17,7 +16,7 @@ from raygent.core.interceptors import CallContext, ToolCallInput, ToolCallOutput
 from raygent.governance.audit import AuditWriter
 from raygent.governance.errors import IdentityRevokedError, PermissionDeniedError
 from raygent.governance.refusal import refuse
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceConn, GovernanceState
 
 __all__ = ["IdentityInterceptor", "KillSwitch", "Revocation"]
 
@@ -33,7 +32,7 @@ class Revocation:
 class KillSwitch:
     """Revoked identities, by agent name or identity."""
 
-    def __init__(self, db: GovernanceDB, *, fleet: Fleet, writer: AuditWriter, clock: Clock) -> None:
+    def __init__(self, db: GovernanceState, *, fleet: Fleet, writer: AuditWriter, clock: Clock) -> None:
         self._db = db
         self._fleet = fleet
         self._writer = writer
@@ -77,7 +76,7 @@ class KillSwitch:
         return bool(cursor.rowcount)
 
     async def is_revoked(self, identity: str) -> Revocation | None:
-        def read(conn: sqlite3.Connection) -> Revocation | None:
+        def read(conn: GovernanceConn) -> Revocation | None:
             row = conn.execute(
                 "SELECT identity, reason, actor, ts FROM revocations WHERE identity = ?", (identity,)
             ).fetchone()

@@ -4,22 +4,21 @@ backend's reply, keeps its progress.
 A stateful agent checkpoints every step anyway; a stateless one keeps its progress only in memory, so
 when a tool call is held for approval (``needs_approval``) or an ``mq`` tool with ``async_mode: park``
 answers ``tool-pending`` (``waiting``) the step loop parks that progress here (durably, in the
-fleet's ``governance.db``). Resuming *claims* it — read and delete in one transaction — so two resumers
-racing (the approver's request and the sweeper; the reply listener and the restart sweep) cannot both
-continue the run.
+fleet's governance state: ``governance.db``, or PostgreSQL with ``store.governance_dsn``). Resuming
+*claims* it — read and delete in one transaction — so two resumers racing (the approver's request and
+the sweeper; the reply listener and the restart sweep) cannot both continue the run.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from raygent.core.clock import Clock, SystemClock
 from raygent.core.config import Fleet, MqToolSpec
 from raygent.core.store.base import canonical_json
 from raygent.governance.runtime import governance_enabled
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceConn, GovernanceState, open_governance_db
 
 __all__ = ["ParkingLot", "has_parkable_tools"]
 
@@ -33,7 +32,7 @@ def has_parkable_tools(fleet: Fleet) -> bool:
 
 
 class ParkingLot:
-    def __init__(self, db: GovernanceDB, clock: Clock) -> None:
+    def __init__(self, db: GovernanceState, clock: Clock) -> None:
         self._db = db
         self._clock = clock
 
@@ -43,8 +42,7 @@ class ParkingLot:
         held for approval) and no tool with ``async_mode: park``."""
         if not governance_enabled(fleet) and not has_parkable_tools(fleet):
             return None
-        db = GovernanceDB(fleet.state_path("governance.db"), busy_timeout_s=fleet.store.busy_timeout_s)
-        return cls(db, clock or SystemClock())
+        return cls(open_governance_db(fleet), clock or SystemClock())
 
     async def park(self, run_id: str, agent: str, progress: dict[str, Any]) -> None:
         payload, now = canonical_json(progress), self._clock.now()
@@ -61,7 +59,7 @@ class ParkingLot:
     async def claim(self, run_id: str) -> dict[str, Any] | None:
         """The parked progress of ``run_id``, removed; None if it is not parked (or already claimed)."""
 
-        def take(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        def take(conn: GovernanceConn) -> dict[str, Any] | None:
             row = conn.execute("SELECT snapshot FROM parked_runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 return None

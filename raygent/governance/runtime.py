@@ -27,10 +27,10 @@ from raygent.governance.policy import PolicyEngine, PolicyInterceptor
 from raygent.governance.rbac import Rbac, RbacToolInterceptor
 from raygent.governance.signing import Signer
 from raygent.governance.spending import SpendingInterceptor, SpendingLedger
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceState, open_governance_db
 from raygent.governance.validation import ValidationInterceptor
 
-__all__ = ["Governance", "governance_enabled", "governance_interceptors"]
+__all__ = ["Governance", "governance_enabled"]
 
 
 def governance_enabled(fleet: Fleet) -> bool:
@@ -50,7 +50,7 @@ class Governance:
 
     fleet: Fleet
     store: Store
-    db: GovernanceDB
+    db: GovernanceState
     signer: Signer
     writer: AuditWriter
     rbac: Rbac
@@ -62,7 +62,7 @@ class Governance:
 
     @classmethod
     def open(cls, fleet: Fleet, *, store: Store, clock: Clock) -> Governance:
-        db = GovernanceDB(fleet.state_path("governance.db"), busy_timeout_s=fleet.store.busy_timeout_s)
+        db = open_governance_db(fleet)
         signer = Signer.from_file(fleet.state_path("keys") / "audit-ed25519.pem")
         writer = AuditWriter(store, clock)
         return cls(
@@ -113,12 +113,3 @@ class Governance:
         if fleet.spending.limits:
             stages.append(SpendingInterceptor(self.spending, fleet.spending.limits, writer))
         return stages
-
-
-def governance_interceptors(
-    fleet: Fleet, *, store: Store, clock: Clock, invoker: AgentInvoker | None
-) -> list[ToolInterceptor]:
-    """The governance stages for ``fleet``'s tool calls; empty when the fleet configures none."""
-    if not governance_enabled(fleet):
-        return []
-    return Governance.open(fleet, store=store, clock=clock).tool_interceptors(invoker=invoker)

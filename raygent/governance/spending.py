@@ -1,14 +1,14 @@
 """Per-agent, per-day limits on what side-effecting tools move (refunds, payouts) — money, not tokens.
 
 Each governed call reserves its amount before the tool runs, atomically against the day's total (one
-``BEGIN IMMEDIATE`` transaction, so concurrent gateway replicas cannot both squeeze under the cap); the
+write transaction, exclusive across processes and, with ``store.governance_dsn``, machines, so
+concurrent gateway replicas cannot both squeeze under the cap); the
 reservation is committed when the tool succeeds and released when it fails. Days are UTC. A retried
 call (same run and call id) reserves once.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolInterce
 from raygent.governance.audit import AuditWriter
 from raygent.governance.errors import SpendingLimitError
 from raygent.governance.refusal import refuse
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceConn, GovernanceState
 
 __all__ = ["Reservation", "SpendingInterceptor", "SpendingLedger"]
 
@@ -35,7 +35,7 @@ class Reservation:
 class SpendingLedger:
     """Reservations per agent, tool and UTC day in the governance state."""
 
-    def __init__(self, db: GovernanceDB, clock: Clock) -> None:
+    def __init__(self, db: GovernanceState, clock: Clock) -> None:
         self._db = db
         self._clock = clock
 
@@ -47,7 +47,7 @@ class SpendingLedger:
     ) -> Reservation:
         day, now = self.day(), self._clock.now()
 
-        def write(conn: sqlite3.Connection) -> Reservation:
+        def write(conn: GovernanceConn) -> Reservation:
             spent = conn.execute(
                 "SELECT COALESCE(SUM(amount_usd), 0) FROM spend WHERE agent = ? AND tool = ? AND day = ? "
                 "AND state != 'released' AND call_key != ?",
@@ -79,7 +79,7 @@ class SpendingLedger:
     async def spent_today(self, agent: str, tool: str) -> float:
         day = self.day()
 
-        def read(conn: sqlite3.Connection) -> float:
+        def read(conn: GovernanceConn) -> float:
             row = conn.execute(
                 "SELECT COALESCE(SUM(amount_usd), 0) FROM spend WHERE agent = ? AND tool = ? AND day = ? "
                 "AND state != 'released'",

@@ -1,9 +1,16 @@
-"""Durable governance state in one SQLite file beside the store: approvals, spending reservations,
-revoked identities, parked runs and signed audit checkpoints.
+"""Durable governance state: approvals, spending reservations, revoked identities, parked runs and
+signed audit checkpoints.
 
-Shared by every process of a fleet (ingress, gateway replicas, agents), like the store. Writes use
-``BEGIN IMMEDIATE`` so a check-then-write (a spending reservation, an approval decision) is atomic across
-processes; blocking calls run on worker threads so no event loop stalls.
+By default one SQLite file in the state directory (:class:`GovernanceDB`), shared by every process of
+the fleet on that machine (ingress, gateway replicas, agents). With ``store.governance_dsn`` it lives in
+PostgreSQL (:class:`~raygent.governance.pgstate.PostgresGovernanceDB`), shared by every machine of a
+cluster: one approval book, one spending ledger, one kill switch. :func:`open_governance_db` picks.
+
+Both run ``fn(conn)`` in one transaction. Write transactions exclude each other (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: an advisory lock), so a check-then-write (a spending reservation, an approval
+decision) is atomic across processes and machines; blocking calls run on worker threads so no event
+loop stalls. The SQL that callers write runs on both: ``?`` placeholders, rows read by index or by
+column name, ``INSERT … ON CONFLICT``.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from raygent.core.errors import StoreError
 
-__all__ = ["GovernanceDB"]
+if TYPE_CHECKING:
+    from raygent.core.config import Fleet
+
+__all__ = ["GovernanceConn", "GovernanceCursor", "GovernanceDB", "GovernanceState", "open_governance_db"]
 
 T = TypeVar("T")
 
@@ -79,6 +89,48 @@ _SCHEMA = (
 )
 
 
+class GovernanceCursor(Protocol):
+    """What a statement returns: rows support ``row[0]`` and ``row["column"]``."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class GovernanceConn(Protocol):
+    """The connection ``fn`` gets: ``sqlite3.Connection``, or its PostgreSQL adapter."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> GovernanceCursor: ...
+
+
+class GovernanceState(Protocol):
+    """Either backend: :class:`GovernanceDB` or :class:`~raygent.governance.pgstate.PostgresGovernanceDB`."""
+
+    def transact(self, fn: Callable[[GovernanceConn], T], *, write: bool) -> T: ...
+
+    async def run(self, fn: Callable[[GovernanceConn], T], *, write: bool) -> T: ...
+
+
+def open_governance_db(fleet: Fleet) -> GovernanceState:
+    """The governance state a fleet file configures: PostgreSQL with ``store.governance_dsn`` (one per
+    process and database, shared), else ``governance.db`` in the state directory.
+
+    Raises:
+        StoreError: The state cannot be opened.
+    """
+    spec = fleet.store
+    if spec.governance_dsn is not None:
+        from raygent.governance.pgstate import shared_governance_db  # psycopg only where it is used
+
+        return shared_governance_db(
+            spec.governance_dsn, schema=spec.audit_schema, busy_timeout_s=spec.busy_timeout_s
+        )
+    return GovernanceDB(fleet.state_path("governance.db"), busy_timeout_s=spec.busy_timeout_s)
+
+
 class GovernanceDB:
     """One SQLite file; safe from many threads and processes. Picklable (reopens by path).
 
@@ -96,7 +148,7 @@ class GovernanceDB:
         except OSError as exc:
             raise StoreError(f"cannot create the directory for {self.path}: {exc}") from exc
 
-        def migrate(conn: sqlite3.Connection) -> None:
+        def migrate(conn: GovernanceConn) -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -120,7 +172,7 @@ class GovernanceDB:
             self._local.conn = conn
         return conn
 
-    def transact(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    def transact(self, fn: Callable[[GovernanceConn], T], *, write: bool) -> T:
         """Run ``fn`` in one transaction on this thread (blocking)."""
         conn = self._conn()
         try:
@@ -137,6 +189,6 @@ class GovernanceDB:
             raise StoreError(f"governance state at {self.path} failed: {exc}") from exc
         return result
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    async def run(self, fn: Callable[[GovernanceConn], T], *, write: bool) -> T:
         """:meth:`transact` on a worker thread."""
         return await asyncio.to_thread(self.transact, fn, write=write)

@@ -33,7 +33,7 @@ from raygent.core.store.base import (
 )
 from raygent.core.store.chain import seal, verify_chain
 
-__all__ = ["PostgresAuditLog"]
+__all__ = ["PostgresAuditLog", "lock_schema_migration"]
 
 T = TypeVar("T")
 
@@ -105,6 +105,13 @@ _SCHEMA = (
 )
 
 
+def lock_schema_migration(conn: psycopg.Connection[Any], schema: str) -> None:
+    """One migrator per schema at a time, until the transaction ends: ``CREATE … IF NOT EXISTS`` races
+    between processes otherwise. The audit trail and the governance state (which may share a schema,
+    and both create it) take this same lock."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"raygent-audit-{schema}",))
+
+
 def _payload(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -152,8 +159,7 @@ class PostgresAuditLog:
         return sql.SQL(text).format(s=self._s)
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        # One migrator at a time: CREATE … IF NOT EXISTS races between processes otherwise.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"raygent-audit-{self.schema}",))
+        lock_schema_migration(conn, self.schema)
         for statement in _SCHEMA:
             conn.execute(self._q(statement))
 

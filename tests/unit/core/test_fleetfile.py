@@ -255,6 +255,15 @@ def test_tool_field_error_names_the_key_path_without_the_kind_tag(tmp_path: Path
     assert "greater than 0" in issue.message
 
 
+def test_governance_dsn_must_be_a_postgresql_url(tmp_path: Path) -> None:
+    text = edit(SOURCE, "  kind: sqlite\n", "  kind: sqlite\n  governance_dsn: mysql://db/raygent\n")
+    issue = only_issue(write(tmp_path, text))
+    bad = "governance_dsn: mysql"
+    assert where(issue) == (line_of(text, bad), column_of(text, bad, "mysql://"))
+    assert issue.message.startswith("store.governance_dsn:")
+    assert "postgresql:// or postgres://" in issue.message
+
+
 def test_unknown_tool_kind(tmp_path: Path) -> None:
     text = edit(SOURCE, "    kind: agent\n    agent: orders\n", "    kind: agnet\n    agent: orders\n")
     issue = only_issue(write(tmp_path, text))

@@ -3,17 +3,19 @@ whole governed API in process (ASGI, no Ray)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from govkit import GovernedClient, MovableClock
+from govkit import PG_DSN, GovernedClient, MovableClock, pg_schema
 from opentelemetry.sdk.trace import TracerProvider
 
 from raygent.core.config import Fleet
 from raygent.core.fleetfile import load_fleet
 from raygent.core.store import SQLiteStore, open_store
+from raygent.governance.pgstate import PostgresGovernanceDB
+from raygent.governance.state import GovernanceDB, GovernanceState
 from raygent.serve.agents import LocalAgentPort
 from raygent.serve.api import ApiService, build_api
 from raygent.serve.auth import governed_api
@@ -24,6 +26,25 @@ GOVERNED = Path(__file__).resolve().parents[3] / "examples" / "support_desk" / "
 @pytest.fixture
 def clock() -> MovableClock:
     return MovableClock()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def open_gov_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], GovernanceState]]:
+    """Opens this test's governance state, on each backend. Every call is a new handle on the same
+    state, as another process (or, on PostgreSQL, another machine) would open it."""
+    if request.param == "sqlite":
+        yield lambda: GovernanceDB(tmp_path / "gov.db")
+        return
+    opened: list[PostgresGovernanceDB] = []
+    with pg_schema() as schema:
+
+        def open_postgres() -> GovernanceState:
+            opened.append(PostgresGovernanceDB(PG_DSN, schema=schema))
+            return opened[-1]
+
+        yield open_postgres
+        for db in opened:
+            db.close()
 
 
 @pytest.fixture

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+import psycopg
+import pytest
 
 from raygent.core.config import Fleet
 from raygent.core.store import SQLiteStore
+from raygent.governance.pgstate import close_shared_governance_dbs
 from raygent.serve.auth import GovernedApi
 
-__all__ = ["GovernedClient", "MovableClock"]
+__all__ = ["PG_DSN", "GovernedClient", "MovableClock", "pg_schema"]
+
+# The local PostgreSQL the tests use (trust auth); each test gets its own schema in it.
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class MovableClock:
@@ -49,3 +58,19 @@ class GovernedClient:
         return await self.http.post(
             "/v1/agents/support/runs", json={"input": text}, headers=self.customer(customer_id)
         )
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL, dropped afterwards with this process' shared pools."""
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_DSN} ({exc}); the shared governance tests need it")
+    name = f"rg_gov_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        close_shared_governance_dbs()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -1,8 +1,10 @@
-"""The approval book on its own: holds are idempotent, decisions follow the rules and are signed."""
+"""The approval book on its own: holds are idempotent, decisions follow the rules and are signed; on
+SQLite and on PostgreSQL (``open_gov_db`` runs each test on both)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,16 +20,18 @@ from raygent.governance.audit import AuditWriter
 from raygent.governance.decision import PolicyDecision
 from raygent.governance.errors import ApprovalClosedError, SelfApprovalError, UnknownApprovalError
 from raygent.governance.signing import Signer
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceState
 
 
 @pytest.fixture
-async def book(tmp_path: Path, clock: MovableClock) -> ApprovalBook:
+async def book(
+    tmp_path: Path, clock: MovableClock, open_gov_db: Callable[[], GovernanceState]
+) -> ApprovalBook:
     store = SQLiteStore(tmp_path / "store.db")
     spec = ApprovalsSpec(timeout_s=60, two_approvers_above_usd=400)
     signer = Signer.from_file(tmp_path / "keys" / "audit.pem")
     return ApprovalBook(
-        GovernanceDB(tmp_path / "gov.db"),
+        open_gov_db(),
         spec=spec,
         signer=signer,
         writer=AuditWriter(store, clock),

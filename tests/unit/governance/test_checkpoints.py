@@ -1,9 +1,12 @@
-"""Signed checkpoints of the audit chain head: signed, checked, and tampering shows."""
+"""Signed checkpoints of the audit chain head: signed, checked, and tampering shows; kept on SQLite
+and on PostgreSQL (``open_gov_db`` runs those tests on both)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from govkit import MovableClock
@@ -12,7 +15,7 @@ from raygent.core.store import SQLiteStore
 from raygent.core.store.base import AuditDraft
 from raygent.governance.checkpoints import Checkpointer
 from raygent.governance.signing import Signer, load_or_create_key
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceState
 
 
 def drafts(n: int) -> list[AuditDraft]:
@@ -30,11 +33,12 @@ def drafts(n: int) -> list[AuditDraft]:
     ]
 
 
-async def test_checkpoint_signs_the_head_and_verifies(tmp_path: Path, clock: MovableClock) -> None:
+async def test_checkpoint_signs_the_head_and_verifies(
+    tmp_path: Path, clock: MovableClock, open_gov_db: Callable[[], GovernanceState]
+) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    cps = Checkpointer(
-        store, GovernanceDB(tmp_path / "g.db"), signer=Signer.from_file(tmp_path / "k.pem"), clock=clock
-    )
+    db = open_gov_db()
+    cps = Checkpointer(store, db, signer=Signer.from_file(tmp_path / "k.pem"), clock=clock)
     await store.append_audit(drafts(3))
     first = await cps.checkpoint()
     assert first.seq == 3 and first.signature
@@ -55,8 +59,7 @@ async def test_checkpoint_signs_the_head_and_verifies(tmp_path: Path, clock: Mov
     checks = await cps.verify()
     assert [(c.seq, c.ok) for c in checks] == [(3, False), (5, True), (8, True)]
     # A checkpoint forged without the key does not verify.
-    with sqlite3.connect(tmp_path / "g.db") as conn:
-        conn.execute("UPDATE checkpoints SET hash = 'abc' WHERE seq = 5")
+    db.transact(lambda c: c.execute("UPDATE checkpoints SET hash = 'abc' WHERE seq = 5"), write=True)
     assert "signature" in [c.reason for c in await cps.verify()][1]
     assert (await store.verify_audit()).first_bad_seq == 3
     await store.close()
@@ -68,3 +71,18 @@ def test_two_processes_agree_on_one_key(tmp_path: Path) -> None:
     assert Signer(a).key_id == Signer(b).key_id
     assert Signer(b).verify({"x": 1}, Signer(a).sign({"x": 1}))
     assert not Signer(b).verify({"x": 2}, Signer(a).sign({"x": 1}))
+
+
+async def test_two_checkpointers_racing_write_one_checkpoint(
+    tmp_path: Path, clock: MovableClock, open_gov_db: Callable[[], GovernanceState]
+) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    signer = Signer.from_file(tmp_path / "k.pem")
+    one, two = (Checkpointer(store, open_gov_db(), signer=signer, clock=clock) for _ in range(2))
+    await store.append_audit(drafts(3))
+    # Both see no checkpoint yet and sign seq 3; the second insert is a no-op, not an error.
+    first, second = await asyncio.gather(one.checkpoint(), two.checkpoint())
+    assert first.seq == second.seq == 3
+    assert [c.seq for c in await two.all()] == [3]
+    assert [c.ok for c in await one.verify()] == [True]
+    await store.close()

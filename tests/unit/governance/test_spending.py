@@ -1,20 +1,23 @@
-"""Per-agent per-day spending: atomic reservations, never past the cap, even under concurrency."""
+"""Per-agent per-day spending: atomic reservations, never past the cap, even under concurrency; on
+SQLite and on PostgreSQL (``open_gov_db`` runs each test on both)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 
 from govkit import MovableClock
 
 from raygent.governance.spending import SpendingLedger
-from raygent.governance.state import GovernanceDB
+from raygent.governance.state import GovernanceState
 
 
-async def test_the_cap_holds_under_concurrent_reservations(tmp_path: Path, clock: MovableClock) -> None:
-    ledger = SpendingLedger(GovernanceDB(tmp_path / "gov.db"), clock)
-    # Two ledgers on one file stand for two gateway replicas.
-    other = SpendingLedger(GovernanceDB(tmp_path / "gov.db"), clock)
+async def test_the_cap_holds_under_concurrent_reservations(
+    open_gov_db: Callable[[], GovernanceState], clock: MovableClock
+) -> None:
+    ledger = SpendingLedger(open_gov_db(), clock)
+    # Two handles on one state stand for two gateway replicas (on PostgreSQL: on two machines).
+    other = SpendingLedger(open_gov_db(), clock)
     results = await asyncio.gather(
         *(
             (ledger if i % 2 else other).reserve(
@@ -27,8 +30,10 @@ async def test_the_cap_holds_under_concurrent_reservations(tmp_path: Path, clock
     assert await ledger.spent_today("refunds", "issue_refund") == 900.0
 
 
-async def test_release_commit_retry_and_new_day(tmp_path: Path, clock: MovableClock) -> None:
-    ledger = SpendingLedger(GovernanceDB(tmp_path / "gov.db"), clock)
+async def test_release_commit_retry_and_new_day(
+    open_gov_db: Callable[[], GovernanceState], clock: MovableClock
+) -> None:
+    ledger = SpendingLedger(open_gov_db(), clock)
     ok = await ledger.reserve(agent="a", tool="t", call_key="k1", amount_usd=600, limit_usd=1000)
     assert ok.ok
     # The same call again (a retry) reserves once.
