@@ -16,6 +16,26 @@ died):
 
 A tool that timed out also leaves its outcome unknown, so its record stays *intended*.
 
+Who decides an in-doubt call. In a governed fleet (one with an approval book, so the approvals API and
+page exist) the in-doubt attempt becomes a pending approval (policy :data:`IN_DOUBT_POLICY`; its
+``context`` names the tool, the arguments, the idempotency key, the attempts made and why the outcome is
+unknown) and the run parks as ``needs_approval`` with ``approval_id`` and ``approval_url``; the run
+resumer continues it once the approval closes. Each approval covers one attempt: it is held under the
+call id ``<key>:in-doubt:<attempts>``, so neither a policy approval of the same call nor the decision
+about an earlier attempt ever counts as one about this attempt.
+
+- *approve* means "I checked the backend: the effect did not happen, repeat it". The ledger entry is
+  reopened (:meth:`~raygent.core.store.base.Store.reopen_effect`, compare-and-set on the attempt count,
+  so of two resumers only one reopens it) and the tool runs again with the same idempotency key; from
+  then on it is an ordinary *intended* attempt: *done* is replayed, a recent attempt is waited for, and
+  a new crash holds it for a new approval.
+- *deny* (or nobody deciding before the approval's timeout) means "do not repeat it" (it happened, or
+  a person reconciles it by hand): the call answers a refusal the model sees (audited, stage
+  ``effects``) and the entry stays ``needs_approval``, so the effect is never repeated.
+
+Without an approval book the run just stops with ``EffectInDoubtError``; the entry stays
+``needs_approval`` for whoever reconciles it through the store.
+
 :class:`EffectReplayInterceptor` sits near the outside of the chain and answers a call that is already
 *done* before governance sees it again: the decision was made (and any spend counted) the first time.
 """
@@ -23,6 +43,7 @@ A tool that timed out also leaves its outcome unknown, so its record stays *inte
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from raygent.core.clock import Clock
@@ -33,10 +54,16 @@ from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolInterce
 from raygent.core.messages import Usage
 from raygent.core.store.base import Store, canonical_json, sha256_hex
 from raygent.core.store.durable import EffectRecord
-from raygent.governance.errors import EffectInDoubtError
+from raygent.governance.approvals import Approval, ApprovalBook, arguments_sha256
+from raygent.governance.audit import AuditWriter
+from raygent.governance.decision import PolicyDecision
+from raygent.governance.errors import ApprovalDeniedError, EffectInDoubtError
 from raygent.governance.gateway import error_result
+from raygent.governance.refusal import refuse
 
-__all__ = ["EffectLedgerInterceptor", "EffectReplayInterceptor", "call_fingerprint"]
+__all__ = ["IN_DOUBT_POLICY", "EffectLedgerInterceptor", "EffectReplayInterceptor", "call_fingerprint"]
+
+IN_DOUBT_POLICY = "raygent.effects.in_doubt"
 
 _TIMEOUT_SLUG = "tool-timeout"
 _UNSETTLED_SLUGS = frozenset({_TIMEOUT_SLUG, "tool-pending"})
@@ -101,6 +128,8 @@ class EffectLedgerInterceptor(ToolInterceptor):
         clock: Time source (wall clock: attempts are compared across processes).
         faults: Chaos tests only: kill points ``after_intent`` and ``after_effect``.
         poll_s: How often to look again while an earlier attempt may still be running.
+        book: Approvals, where a person decides an in-doubt call (``None``: the run just stops).
+        writer: Audit writer for refusals of denied in-doubt calls (default: one on ``store``).
     """
 
     def __init__(
@@ -111,12 +140,16 @@ class EffectLedgerInterceptor(ToolInterceptor):
         *,
         faults: FaultHook | None = None,
         poll_s: float = 0.05,
+        book: ApprovalBook | None = None,
+        writer: AuditWriter | None = None,
     ) -> None:
         self._fleet = fleet
         self._store = store
         self._clock = clock
         self._faults = faults
         self._poll_s = poll_s
+        self._book = book
+        self._writer = writer if writer is not None else AuditWriter(store, clock)
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         spec = self._fleet.tools.get(inp.call.name)
@@ -154,7 +187,16 @@ class EffectLedgerInterceptor(ToolInterceptor):
                 if record.status == "done":
                     return _replay(inp, record)
                 if record.status == "needs_approval":
-                    raise self._in_doubt(inp, record)
+                    refused = await self._decided(inp, record)
+                    if refused is not None:
+                        return refused
+                    try:  # approved: the effect did not happen, so this is a new attempt
+                        await self._store.reopen_effect(
+                            key, now=self._clock.now(), expected_attempts=record.attempts
+                        )
+                    except ConflictError:
+                        continue  # another resumer reopened it first: its attempt follows the ordinary rules
+                    return None
                 now = self._clock.now()
                 if now < record.started_at + timeout_s:
                     # The earlier attempt may still be running (its caller died, it did not): wait for it.
@@ -165,16 +207,14 @@ class EffectLedgerInterceptor(ToolInterceptor):
                     await asyncio.sleep(self._poll_s)
                     continue
                 if not idempotent:
-                    held = await self._store.settle_effect(
+                    await self._store.settle_effect(
                         key,
                         status="needs_approval",
                         outcome=None,
                         reason=self._reason(inp, record),
                         now=now,
                     )
-                    if held.status == "done":  # the earlier attempt settled just now
-                        return _replay(inp, held)
-                    raise self._in_doubt(inp, held)
+                    continue  # done if the earlier attempt settled just now; held for a person otherwise
             try:
                 await self._store.begin_effect(
                     key,
@@ -196,10 +236,72 @@ class EffectLedgerInterceptor(ToolInterceptor):
             "could apply the effect twice"
         )
 
-    def _in_doubt(self, inp: ToolCallInput, record: EffectRecord) -> EffectInDoubtError:
-        return EffectInDoubtError(
-            record.reason or self._reason(inp, record),
-            extra={"idempotency_key": record.key, "tool": inp.call.name, "attempts": record.attempts},
+    def _in_doubt(
+        self, inp: ToolCallInput, record: EffectRecord, approval: Approval | None = None
+    ) -> EffectInDoubtError:
+        extra: dict[str, Any] = {
+            "idempotency_key": record.key,
+            "tool": inp.call.name,
+            "attempts": record.attempts,
+        }
+        detail = record.reason or self._reason(inp, record)
+        if approval is not None:
+            extra.update(
+                approval_id=approval.approval_id, approval_url=f"/v1/approvals/{approval.approval_id}"
+            )
+            detail = f"{detail}; a person decides in approval {approval.approval_id}"
+        return EffectInDoubtError(detail, extra=extra)
+
+    async def _decided(self, inp: ToolCallInput, record: EffectRecord) -> ToolCallOutput | None:
+        """A person's decision on this in-doubt attempt: None when approved (repeat it), a refusal when
+        denied or expired.
+
+        Raises:
+            EffectInDoubtError: Nobody decided yet (the pending approval is created on first sight), or
+                there is no approval book.
+        """
+        if self._book is None:
+            raise self._in_doubt(inp, record)
+        # One approval per attempt, apart from any policy approval of the same call (see the module doc).
+        held = replace(inp, call=replace(inp.call, id=f"{record.key}:in-doubt:{record.attempts}"))
+        approval = await self._book.find(inp.ctx.run_id, held.call.id)
+        if approval is None:
+            approval = await self._book.hold(held, self._decision(inp, record), None)
+        if approval.status == "pending" and self._clock.now() >= approval.expires_at:
+            await self._book.expire_due()
+            approval = await self._book.get(approval.approval_id)
+        if approval.status == "pending":
+            raise self._in_doubt(inp, record, approval)
+        if (
+            approval.status == "approved"
+            and approval.args_sha256 == arguments_sha256(inp.call.name, inp.call.arguments)
+            and self._book.signatures_valid(approval)
+        ):
+            return None
+        err = ApprovalDeniedError(
+            f"approval {approval.approval_id} of the in-doubt call {record.key} of {inp.call.name} is "
+            f"{approval.status} or does not match this call: it is not repeated (its outcome stays "
+            "unknown; a person reconciles it)"
+        )
+        details = {"approval_id": approval.approval_id, "idempotency_key": record.key}
+        return await refuse(self._writer, inp, err, stage="effects", details=details)
+
+    def _decision(self, inp: ToolCallInput, record: EffectRecord) -> PolicyDecision:
+        reason = record.reason or self._reason(inp, record)
+        return PolicyDecision(
+            allowed=True,
+            obligations=("approval",),
+            policies=(IN_DOUBT_POLICY,),
+            reasons=(reason,),
+            context={
+                "tool": inp.call.name,
+                "arguments": inp.call.arguments,
+                "idempotency_key": record.key,
+                "attempts": record.attempts,
+                "reason": reason,
+                "approve_means": "the effect did not happen: repeat it once, with the same idempotency key",
+                "deny_means": "do not repeat it (it happened, or a person reconciles it by hand)",
+            },
         )
 
     def _fault(self, point: str, inp: ToolCallInput) -> None:

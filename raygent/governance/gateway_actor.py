@@ -21,7 +21,7 @@ from raygent.governance.credentials import credential_stages
 from raygent.governance.effects import EffectLedgerInterceptor, EffectReplayInterceptor
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.quarantine import observed_tool_stages
-from raygent.governance.runtime import governance_interceptors
+from raygent.governance.runtime import Governance, governance_enabled
 from raygent.telemetry.client import TelemetryClient
 from raygent.telemetry.interceptors import TracingToolInterceptor
 from raygent.telemetry.runtime import fleet_metrics, fleet_tracer, tool_redactor
@@ -45,12 +45,20 @@ def build_tool_chain(
     already done (exactly-once), then metrics and the detector's
     quarantine hold, then governance (identity/kill switch → RBAC → Cedar policy → validation → approval
     hold → spending limit; only what the fleet configures), then egress rules, then audit, then the effect
-    ledger (exactly-once side effects), then result redaction, then the gateway's checks and execution."""
+    ledger (exactly-once side effects; in a governed fleet it holds an in-doubt one for approval itself),
+    then result redaction, then the gateway's checks and execution."""
     creds = credential_stages(gateway, store=store, clock=clock)
     writer = AuditWriter(store, clock, redactor=creds.redactor)
     observed = observed_tool_stages(gateway.fleet, telemetry, store=store, clock=clock)
-    governed = governance_interceptors(gateway.fleet, store=store, clock=clock, invoker=gateway.invoker)
-    ledger = EffectLedgerInterceptor(gateway.fleet, store, clock, faults=faults)
+    gov = (
+        Governance.open(gateway.fleet, store=store, clock=clock)
+        if governance_enabled(gateway.fleet)
+        else None
+    )
+    governed = [] if gov is None else gov.tool_interceptors(invoker=gateway.invoker)
+    # A governed fleet's in-doubt side effects go to a person through its approvals (see effects.py).
+    book = None if gov is None else gov.approvals
+    ledger = EffectLedgerInterceptor(gateway.fleet, store, clock, faults=faults, book=book, writer=writer)
     tracing = TracingToolInterceptor(tracer, redactor=tool_redactor(gateway.fleet))
     audit = AuditToolInterceptor(writer)
     # A side effect already done is answered from the ledger before governance decides (and counts) again.

@@ -254,4 +254,14 @@ class Store(Protocol):
         """Record the outcome. ``done`` is final and wins over ``needs_approval``; NotFoundError if absent."""
         ...
 
+    async def reopen_effect(self, key: str, *, now: float, expected_attempts: int) -> EffectRecord:
+        """Start a new attempt of a call held as ``needs_approval`` (a person checked that the effect did
+        not happen): record ``intended`` with ``attempts = expected_attempts + 1``, outcome and reason
+        cleared.
+
+        Raises ConflictError unless the stored record is ``needs_approval`` with ``expected_attempts``
+        attempts (two resumers can never both reopen it); NotFoundError if absent.
+        """
+        ...
+
     async def close(self) -> None: ...

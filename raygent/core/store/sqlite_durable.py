@@ -221,3 +221,39 @@ class SQLiteDurableMixin:
             return _effect_from_row(updated)
 
         return await self._call(write, write=True)
+
+    async def reopen_effect(self, key: str, *, now: float, expected_attempts: int) -> EffectRecord:
+        """Start a new attempt of a ``needs_approval`` call (compare-and-set on the attempt count).
+
+        Raises:
+            NotFoundError: No attempt of ``key`` was begun.
+            ConflictError: The call is not ``needs_approval`` or its attempt count is not
+                ``expected_attempts``.
+        """
+
+        def write(conn: sqlite3.Connection) -> EffectRecord:
+            row = conn.execute(f"SELECT {_EFFECT_COLUMNS} FROM effects WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"effect {key!r} was never begun", extra={"key": key})
+            if row["attempts"] != expected_attempts or row["status"] != "needs_approval":
+                raise ConflictError(
+                    f"effect {key!r} has {row['attempts']} attempts and is {row['status']}",
+                    extra={"key": key, "attempts": row["attempts"]},
+                )
+            conn.execute(
+                "UPDATE effects SET status = 'intended', attempts = ?, started_at = ?, updated_at = ?, "
+                "outcome = NULL, reason = '' WHERE key = ?",
+                (expected_attempts + 1, now, now, key),
+            )
+            return EffectRecord(
+                key,
+                row["run_id"],
+                row["tool"],
+                row["fingerprint"],
+                "intended",
+                expected_attempts + 1,
+                now,
+                now,
+            )
+
+        return await self._call(write, write=True)

@@ -190,6 +190,39 @@ async def test_effect_settle_unknown_key(store: Store) -> None:
     assert info.value.extra == {"key": "ghost"}
 
 
+async def test_effect_reopen_starts_a_new_attempt_of_a_held_call_once(store: Store) -> None:
+    await store.begin_effect("k", run_id="r", tool="send", fingerprint="f", now=1.0, expected_attempts=0)
+    with pytest.raises(ConflictError):  # only a held call is reopened, never one still intended
+        await store.reopen_effect("k", now=2.0, expected_attempts=1)
+    await store.settle_effect("k", status="needs_approval", outcome=None, reason="in doubt", now=3.0)
+    with pytest.raises(ConflictError) as stale:
+        await store.reopen_effect("k", now=4.0, expected_attempts=0)
+    assert stale.value.extra == {"key": "k", "attempts": 1}
+    # Two resumers after one approval: exactly one reopens it.
+    racers = await asyncio.gather(
+        *(store.reopen_effect("k", now=5.0, expected_attempts=1) for _ in range(8)), return_exceptions=True
+    )
+    reopened = [r for r in racers if not isinstance(r, BaseException)]
+    assert len(reopened) == 1 and sum(isinstance(r, ConflictError) for r in racers) == 7
+    got = await store.get_effect("k")
+    assert got is not None and got == reopened[0]
+    assert (got.status, got.attempts, got.started_at, got.outcome, got.reason) == (
+        "intended",
+        2,
+        5.0,
+        None,
+        "",
+    )
+    assert (got.run_id, got.tool, got.fingerprint) == ("r", "send", "f")
+    # From here it is an ordinary attempt: it settles, and a done call is never reopened.
+    await store.settle_effect("k", status="done", outcome={"result": 1}, reason="", now=6.0)
+    with pytest.raises(ConflictError):
+        await store.reopen_effect("k", now=7.0, expected_attempts=2)
+    with pytest.raises(NotFoundError) as ghost:
+        await store.reopen_effect("ghost", now=1.0, expected_attempts=0)
+    assert ghost.value.extra == {"key": "ghost"}
+
+
 # ----- model-based check over both backends ------------------------------------------------------------
 
 _keys = st.sampled_from(["a", "b"])
@@ -287,6 +320,26 @@ def make_machine(backend: str) -> type[RuleBasedStateMachine]:
                 current.update(status=status, outcome=outcome, reason="why")
             assert (record.status, record.outcome) == (current["status"], current["outcome"])
 
+        @rule(key=_keys, offset=st.sampled_from([0, 0, 1, -1]))
+        def reopen(self, key: str, offset: int) -> None:
+            self.now += 1
+            current = self.effects.get(key)
+            if current is None:
+                with pytest.raises(NotFoundError):
+                    self.call(self.store.reopen_effect(key, now=self.now, expected_attempts=offset))
+                return
+            expected = max(0, current["attempts"] + offset)
+            call = self.store.reopen_effect(key, now=self.now, expected_attempts=expected)
+            if expected != current["attempts"] or current["status"] != "needs_approval":
+                with pytest.raises(ConflictError):
+                    self.call(call)
+                return
+            record = self.call(call)
+            current.update(
+                status="intended", attempts=expected + 1, started_at=self.now, outcome=None, reason=""
+            )
+            assert (record.status, record.attempts, record.started_at) == ("intended", expected + 1, self.now)
+
         @invariant()
         def agrees(self) -> None:
             for key in ("a", "b"):
@@ -314,6 +367,7 @@ def make_machine(backend: str) -> type[RuleBasedStateMachine]:
                         model["outcome"],
                         model["started_at"],
                     )
+                    assert effect.reason == model["reason"]
 
     return DurableMachine
 
