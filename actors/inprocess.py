@@ -11,12 +11,14 @@ from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.errors import NotFoundError
 from raygent.core.faults import FaultHook
+from raygent.core.interceptors import ModelStage
 from raygent.core.runs import RunInput, RunOutput
 from raygent.core.store.base import Store
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.gateway_actor import build_tool_chain
 from raygent.router.actor import build_model_chain
 from raygent.router.router import Router
+from raygent.router.streaming import StreamingTerminal, TextSink
 from raygent.telemetry.client import TelemetryClient
 from raygent.telemetry.control import MetricsModelInterceptor
 
@@ -50,6 +52,13 @@ class InProcessFleet:
         self.router = router or Router.from_fleet(fleet, clock=clock)
         metrics = MetricsModelInterceptor(telemetry) if telemetry is not None else None
         model_chain = build_model_chain(self.router, store=store, tracer=tracer, clock=clock, metrics=metrics)
+        router = self.router
+
+        def streaming(on_delta: TextSink) -> ModelStage:
+            # A streamed run's own chain: the terminal forwards that run's text deltas.
+            terminal = StreamingTerminal(router, on_delta)
+            return build_model_chain(terminal, store=store, tracer=tracer, clock=clock, metrics=metrics)
+
         gateway = ToolGateway(fleet, invoker=self, clock=clock)
         tool_chain = build_tool_chain(
             gateway, store=store, tracer=tracer, clock=clock, faults=faults, telemetry=telemetry
@@ -72,6 +81,7 @@ class InProcessFleet:
                 tracer=tracer,
                 clock=clock,
                 faults=faults,
+                streaming=streaming,
             )
             for name, spec in fleet.agents.items()
             if spec.stateful

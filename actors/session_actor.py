@@ -9,12 +9,21 @@ where the checkpoint left it; side effects already done are replayed from the ef
 
 An actor idle for the agent's ``idle_release_s`` releases itself (its state is already checkpointed:
 every step is). The next request for the session creates a fresh actor, which restores the state.
+
+A streamed run is the same run with its events forwarded: ``SessionActor.run_events`` is an async
+generator that Ray streams back (``num_returns="streaming"``). Ray does not re-send it when the actor
+dies (a resumed run streams other events than the first try, and Ray replays a stream expecting the
+same ones); :meth:`SessionDirectory.run_events` re-sends it instead, and the next incarnation resumes
+the run from its checkpoint and streams the steps left. A caller that goes away cancels the actor's
+task, so the run stops where it executes and is recorded as cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import ray
@@ -28,8 +37,9 @@ from raygent.core.errors import DeadlineExceededError
 from raygent.core.faults import FaultHook
 from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolStage
 from raygent.core.remote import RemoteModelStage, RemoteToolStage, unwrap_remote_error
-from raygent.core.runs import RunInput, RunOutput
+from raygent.core.runs import RunEvent, RunInput, RunOutput
 from raygent.core.store import open_store
+from raygent.router.streaming import RemoteStreamingModelStage, TextSink
 from raygent.telemetry.runtime import fleet_tracer
 
 __all__ = ["RetryingToolStage", "SessionActor", "SessionDirectory", "session_actor_name"]
@@ -91,6 +101,11 @@ class SessionActor:
         clock = SystemClock()
         self._provider, tracer = fleet_tracer(fleet, f"agent.{agent}")
         self._store = open_store(fleet)
+        router_stream = router.options(stream=True)
+
+        def streaming(on_delta: TextSink) -> RemoteStreamingModelStage:
+            return RemoteStreamingModelStage(router_stream, on_delta)
+
         self._host = SessionHost(
             fleet,
             agent,
@@ -101,6 +116,7 @@ class SessionActor:
             tracer=tracer,
             clock=clock,
             faults=FaultHook.for_fleet(fleet.faults, fleet.state_path(".")),
+            streaming=streaming,
         )
         self._idle_release_s = fleet.agents[agent].idle_release_s
         self._watch: asyncio.Task[None] | None = None
@@ -114,6 +130,13 @@ class SessionActor:
     async def run(self, req: RunInput) -> RunOutput:
         self._start_watch()
         return await self._host.run(req)
+
+    async def run_events(self, req: RunInput) -> AsyncIterator[RunEvent]:
+        """The run as a stream: ``step`` and ``delta`` events, then ``done`` (call it streaming)."""
+        self._start_watch()
+        async with aclosing(self._host.run_events(req)) as events:
+            async for event in events:
+                yield event
 
     def _start_watch(self) -> None:
         if self._watch is None:
@@ -139,13 +162,23 @@ class SessionDirectory:
         router: Handle of the router deployment (handed to each session actor).
         gateway: Handle of the gateway deployment.
         app_name: The Serve application; session actors of different apps never mix.
+        actor: The session actor's class (tests put one that fails in its place).
     """
 
-    def __init__(self, fleet: Fleet, agent: str, router: Any, gateway: Any, *, app_name: str) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        agent: str,
+        router: Any,
+        gateway: Any,
+        *,
+        app_name: str,
+        actor: type[Any] = SessionActor,
+    ) -> None:
         self._fleet, self._agent, self._app = fleet, agent, app_name
         self._router, self._gateway = router, gateway
         self._spec = fleet.agents[agent]
-        self._actor_class = ray.remote(SessionActor)
+        self._actor_class = ray.remote(actor)
         self._handles: dict[str, Any] = {}
 
     def handle(self, session_id: str) -> Any:
@@ -174,17 +207,56 @@ class SessionDirectory:
         """
         last: BaseException | None = None
         for attempt in range(_DIRECTORY_ATTEMPTS):
-            handle = self.handle(req.session_id)
+            ref = self.handle(req.session_id).run.remote(req)
             try:
-                out: RunOutput = await handle.run.remote(req)
+                out: RunOutput = await ref
                 return out
+            except asyncio.CancelledError:
+                ray.cancel(ref)  # awaiting a ref and being cancelled does not cancel the actor's task
+                raise
             except _PROCESS_GONE as exc:
                 last = exc
                 self._handles.pop(req.session_id, None)
                 await asyncio.sleep(_backoff(attempt))
             except Exception as exc:
                 raise unwrap_remote_error(exc) from None
-        raise SessionActorDiedError(
+        raise self._died(req, last)
+
+    async def run_events(self, req: RunInput) -> AsyncGenerator[RunEvent, None]:
+        """Stream ``req`` from its session's actor: ``step`` and ``delta`` events, then ``done``.
+
+        An actor that dies mid-stream is sent the run again, as :meth:`run` does; the next incarnation
+        resumes it from its checkpoint (a step the checkpoint had not kept runs, and streams, again).
+        Closing the stream early cancels the run in the actor.
+
+        Raises:
+            SessionActorDiedError: The session's actors kept dying; the run stays resumable.
+        """
+        last: BaseException | None = None
+        for attempt in range(_DIRECTORY_ATTEMPTS):
+            handle = self.handle(req.session_id)
+            # max_task_retries=0: this loop re-sends a stream, not Ray (see the module's docstring).
+            stream = handle.run_events.options(num_returns="streaming", max_task_retries=0).remote(req)
+            settled = False
+            try:
+                async for ref in stream:
+                    yield await ref
+                settled = True
+                return
+            except _PROCESS_GONE as exc:
+                settled, last = True, exc
+                self._handles.pop(req.session_id, None)
+            except Exception as exc:
+                settled = True
+                raise unwrap_remote_error(exc) from None
+            finally:
+                if not settled:
+                    ray.cancel(stream)  # the consumer went away: stop the run in the actor
+            await asyncio.sleep(_backoff(attempt))
+        raise self._died(req, last)
+
+    def _died(self, req: RunInput, last: BaseException | None) -> SessionActorDiedError:
+        return SessionActorDiedError(
             f"the actor of session {req.session_id!r} of agent {self._agent!r} kept dying "
             f"({type(last).__name__}); run {req.run_id} is checkpointed and resumes when sent again",
             extra={"run_id": req.run_id, "session_id": req.session_id},

@@ -12,25 +12,29 @@ progress report becomes a checkpoint (delta-encoded once the state is large), so
 any point is replaced by one that restores the last checkpoint and resumes the run where it stopped.
 :class:`SessionHost` pairs a runtime with its :class:`~raygent.actors.steploop.AgentLoop`; it is what a
 Ray session actor holds (:mod:`raygent.actors.session_actor`) and what :class:`LocalStatefulAgent` keeps
-per session when a fleet runs in one process.
+per session when a fleet runs in one process. Both run a run whole (``run``) or streamed
+(``run_events``: the same run, with its steps and token deltas as events).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from opentelemetry.trace import Tracer
 
 from raygent.actors.checkpoint import Checkpointer, CheckpointStats, RunProgress
-from raygent.actors.steploop import AgentLoop, trim_history
+from raygent.actors.steploop import AgentLoop, RunHooks, trim_history
+from raygent.actors.streaming import stream_run
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.faults import FaultHook
 from raygent.core.interceptors import ModelStage, ToolStage
-from raygent.core.runs import RunInput, RunOutput
+from raygent.core.runs import RunEvent, RunInput, RunOutput
 from raygent.core.store.base import Store
+from raygent.router.streaming import StreamingModel
 
 __all__ = ["LocalStatefulAgent", "SessionHost", "SessionRuntime", "checkpoint_key"]
 
@@ -96,8 +100,23 @@ class SessionRuntime:
         return list(self._state["runs"])
 
     async def _commit(self, state: dict[str, Any]) -> None:
-        self.last_stats = await self._checkpointer.save(state)
-        self._state = state
+        # A run cancelled during a write (its client went away) lets the write finish first: cut short,
+        # the store could hold a version this process never learnt of, and every later write of the
+        # session would be refused as a conflict. The cancellation is raised once memory and store agree.
+        save = asyncio.ensure_future(self._checkpointer.save(state))
+        cancelled = False
+        while not save.done():
+            try:
+                await asyncio.wait({save})
+            except asyncio.CancelledError:
+                cancelled = True
+        error = save.exception()
+        if error is None:
+            self.last_stats, self._state = save.result(), state
+        if cancelled:
+            raise asyncio.CancelledError
+        if error is not None:
+            raise error
 
     async def set_memory(self, memory: dict[str, Any]) -> None:
         """Replace the working memory (checkpointed; StateTooLargeError past the agent's limit)."""
@@ -150,6 +169,8 @@ class SessionHost:
         tracer: Tracer for run spans.
         clock: Time source.
         faults: Chaos tests only.
+        streaming: Builds the model stage of a streamed run from where its text deltas go; without
+            it a streamed run sends step events but no deltas.
     """
 
     def __init__(
@@ -164,12 +185,14 @@ class SessionHost:
         tracer: Tracer,
         clock: Clock,
         faults: FaultHook | None = None,
+        streaming: StreamingModel | None = None,
     ) -> None:
         spec = fleet.agents[agent]
         self.session_id = session_id
         self._fleet, self._agent, self._store = fleet, agent, store
         self._model, self._tools, self._tracer, self._clock = model, tools, tracer, clock
         self._faults = faults
+        self._streaming = streaming
         self._checkpointer = Checkpointer(
             store, checkpoint_key(agent, session_id), max_state_bytes=spec.max_state_bytes
         )
@@ -198,14 +221,32 @@ class SessionHost:
             )
         return self._runtime
 
-    async def run(self, req: RunInput) -> RunOutput:
+    async def run(self, req: RunInput, hooks: RunHooks | None = None) -> RunOutput:
         """Run (or resume) ``req``; runs of one session are serialised, as they share its state."""
         self.inflight += 1
         try:
             async with self._lock:
                 await self.ensure()
                 assert self._loop is not None  # set by ensure()
-                return await self._loop.run(req)
+                return await self._loop.run(req, hooks)
+        finally:
+            self.inflight -= 1
+            self.last_used = self._clock.monotonic()
+
+    async def run_events(self, req: RunInput) -> AsyncGenerator[RunEvent, None]:
+        """:meth:`run` as a stream: ``step`` and ``delta`` events as they happen, then ``done``.
+
+        The same run as :meth:`run` (same lock, loop and checkpoints); closing the stream early
+        cancels it, and the run is recorded as cancelled.
+        """
+        # In flight from the first step of the stream, before the run's own task starts: an idle
+        # release checks between the two and must not take the session now.
+        self.inflight += 1
+        try:
+            events = stream_run(lambda hooks: self.run(req, hooks), streaming=self._streaming)
+            async with aclosing(events):
+                async for event in events:
+                    yield event
         finally:
             self.inflight -= 1
             self.last_used = self._clock.monotonic()
@@ -218,7 +259,7 @@ class LocalStatefulAgent:
     """A stateful agent served in this process (unit tests, :class:`InProcessFleet`): a host per session.
 
     :meth:`release` forgets a session's live state, as an idle release or a crash would; the next run of
-    that session restores it from the store.
+    that session restores it from the store. Arguments as for :class:`SessionHost`.
     """
 
     def __init__(
@@ -232,10 +273,12 @@ class LocalStatefulAgent:
         tracer: Tracer,
         clock: Clock,
         faults: FaultHook | None = None,
+        streaming: StreamingModel | None = None,
     ) -> None:
         self._fleet, self._agent, self._store = fleet, agent, store
         self._model, self._tools, self._tracer, self._clock = model, tools, tracer, clock
         self._faults = faults
+        self._streaming = streaming
         self._hosts: dict[str, SessionHost] = {}
 
     def host(self, session_id: str) -> SessionHost:
@@ -251,11 +294,16 @@ class LocalStatefulAgent:
                 tracer=self._tracer,
                 clock=self._clock,
                 faults=self._faults,
+                streaming=self._streaming,
             )
         return host
 
     async def run(self, req: RunInput) -> RunOutput:
         return await self.host(req.session_id).run(req)
+
+    def run_events(self, req: RunInput) -> AsyncGenerator[RunEvent, None]:
+        """Stream a run of the session (see :meth:`SessionHost.run_events`)."""
+        return self.host(req.session_id).run_events(req)
 
     def release(self, session_id: str | None = None) -> None:
         """Drop live state (one session, or all); it comes back from the last checkpoint on next use."""

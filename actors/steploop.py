@@ -326,6 +326,7 @@ class AgentLoop:
         progress: RunProgress,
         history: list[Message],
         new_messages: list[Message],
+        hooks: RunHooks,
     ) -> int | None:
         """Finish what the checkpoint left open; returns the next step, or None when the run is done."""
         step_ctx = ctx.child(step=progress.step)
@@ -337,6 +338,8 @@ class AgentLoop:
             # returns the recorded outcome of any side effect that already happened.
             for tool_call in new_messages[-1].tool_calls:
                 new_messages.append(await self._call_tool(step_ctx, record, tool_call))
+                if hooks.on_step is not None:
+                    await hooks.on_step(record.steps[-1])
             await self._checkpoint(record, progress.step, "step", new_messages)
         return progress.step + 1
 
@@ -382,7 +385,7 @@ class AgentLoop:
         first_step = 1
         if resumed is not None:
             new_messages = [Message.from_dict(m) for m in resumed.messages]
-            next_step = await self._resume(ctx, record, resumed, history, new_messages)
+            next_step = await self._resume(ctx, record, resumed, history, new_messages, hooks)
             if next_step is None:
                 return
             first_step = next_step
@@ -525,6 +528,9 @@ class AgentLoop:
             ctx, "error", {"stage": "run", "error_type": "cancelled", "detail": record.error["detail"]}
         )
         await self._store.save_run(record)
+        if self._journal is not None:
+            # Settled: its progress has no use in the session's state (a re-sent run returns as is).
+            await self._journal.abandon(record.run_id, keep=False)
 
     async def _fail(self, ctx: CallContext, record: RunRecord, exc: Exception) -> None:
         if self._journal is not None and isinstance(exc, StoreError) and exc.retryable:

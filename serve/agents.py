@@ -8,16 +8,20 @@ task cancels the run where it executes, which records it as ``cancelled``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
 
-from raygent.actors.steploop import AgentLoop, RunHooks
+from raygent.actors.stateful import LocalStatefulAgent
+from raygent.actors.steploop import AgentLoop
+from raygent.actors.streaming import start_event, stream_run
 from raygent.core.budget import open_ledger
 from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.errors import NotFoundError
+from raygent.core.interceptors import ModelStage
 from raygent.core.remote import unwrap_remote_error
 from raygent.core.runs import AgentInvoker, RunInput, RunOutput
 from raygent.core.store.base import Store
@@ -26,8 +30,8 @@ from raygent.governance.gateway_actor import build_tool_chain
 from raygent.router.actor import build_model_chain
 from raygent.router.budget import BudgetModelInterceptor
 from raygent.router.router import Router
-from raygent.serve.events import Final, RunEvent, ServedRun, bridge
-from raygent.serve.replicas import StreamingTerminal
+from raygent.router.streaming import StreamingTerminal, TextSink
+from raygent.serve.events import RunEvent, ServedRun
 
 __all__ = ["AgentPort", "HandleAgentPort", "InvokerPort", "LocalAgentPort"]
 
@@ -96,7 +100,8 @@ class HandleAgentPort:
 
 
 class LocalAgentPort:
-    """Every agent of a fleet in this process, with the same chains as the deployed graph."""
+    """Every agent of a fleet in this process, with the same chains as the deployed graph; a stateful
+    agent keeps its sessions live here (:class:`~raygent.actors.stateful.LocalStatefulAgent`)."""
 
     def __init__(self, fleet: Fleet, *, store: Store, tracer: Tracer, clock: Clock) -> None:
         self.router = Router.from_fleet(fleet, clock=clock)
@@ -113,7 +118,22 @@ class LocalAgentPort:
             name: AgentLoop(
                 fleet, name, store=store, model=model_chain, tools=tool_chain, tracer=tracer, clock=clock
             )
-            for name in fleet.agents
+            for name, spec in fleet.agents.items()
+            if not spec.stateful
+        }
+        self._stateful = {
+            name: LocalStatefulAgent(
+                fleet,
+                name,
+                store=store,
+                model=model_chain,
+                tools=tool_chain,
+                tracer=tracer,
+                clock=clock,
+                streaming=self._streaming_chain,
+            )
+            for name, spec in fleet.agents.items()
+            if spec.stateful
         }
 
     def _budget_stage(self) -> BudgetModelInterceptor | None:
@@ -121,42 +141,40 @@ class LocalAgentPort:
             return None
         return BudgetModelInterceptor(self._ledger, self._fleet.router.budgets, self._fleet.models.values())
 
-    def _loop(self, agent: str) -> AgentLoop:
-        try:
-            return self._loops[agent]
-        except KeyError:
-            raise NotFoundError(f"there is no agent named {agent!r}") from None
+    def _streaming_chain(self, on_delta: TextSink) -> ModelStage:
+        """The model chain of one streamed run: its terminal forwards the run's text deltas."""
+        return build_model_chain(
+            StreamingTerminal(self.router, on_delta),
+            store=self._store,
+            tracer=self._tracer,
+            clock=self._clock,
+            budget=self._budget_stage(),
+        )
+
+    def _runner(self, agent: str) -> AgentLoop | LocalStatefulAgent:
+        runner = self._loops.get(agent) or self._stateful.get(agent)
+        if runner is None:
+            raise NotFoundError(f"there is no agent named {agent!r}")
+        return runner
 
     async def invoke(self, run: RunInput) -> RunOutput:
         """Delegation entry (the gateway's :class:`~raygent.core.runs.AgentInvoker`)."""
-        return await self._loop(run.agent).run(run)
+        return await self._runner(run.agent).run(run)
 
     async def run(self, req: RunInput) -> ServedRun:
-        return ServedRun(await self._loop(req.agent).run(req), "local")
+        return ServedRun(await self._runner(req.agent).run(req), "local")
 
     async def events(self, req: RunInput) -> AsyncIterator[RunEvent]:
-        loop = self._loop(req.agent)
-        start = {"run_id": req.run_id, "session_id": req.session_id, "agent": req.agent, "replica": "local"}
-        yield RunEvent("start", start)
-
-        async def produce(emit: Callable[[RunEvent], Awaitable[None]]) -> RunOutput:
-            async def on_step(step: dict[str, Any]) -> None:
-                await emit(RunEvent("step", step))
-
-            async def on_delta(text: str) -> None:
-                await emit(RunEvent("delta", {"text": text}))
-
-            model = build_model_chain(
-                StreamingTerminal(self.router, on_delta),
-                store=self._store,
-                tracer=self._tracer,
-                clock=self._clock,
-                budget=self._budget_stage(),
-            )
-            return await loop.run(req, RunHooks(on_step=on_step, model=model))
-
-        async for item in bridge(produce):
-            yield RunEvent("done", item.value) if isinstance(item, Final) else item
+        runner = self._runner(req.agent)
+        yield start_event(req, "local")
+        if isinstance(runner, LocalStatefulAgent):
+            stream = runner.run_events(req)
+        else:
+            loop = runner
+            stream = stream_run(lambda hooks: loop.run(req, hooks), streaming=self._streaming_chain)
+        async with aclosing(stream) as events:
+            async for event in events:
+                yield event
 
     async def aclose(self) -> None:
         await self.router.aclose()

@@ -1,20 +1,16 @@
 """What an agent replica sends back to the ingress: a run's result with the replica that ran it, or the
-events of a streamed run; and :func:`bridge`, which turns a callback-style producer into a stream."""
+events of a streamed run (:class:`~raygent.core.runs.RunEvent`); :func:`~raygent.core.streams.bridge`
+turns a callback-style producer into such a stream. Both live in ``raygent.core`` because a stateful
+session's actor streams them too; they are re-exported here for the serving layer."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
 
-from raygent.core.runs import RunOutput
+from raygent.core.runs import RunEvent, RunOutput
+from raygent.core.streams import Final, bridge
 
 __all__ = ["Final", "RunEvent", "ServedRun", "bridge"]
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,55 +19,3 @@ class ServedRun:
 
     output: RunOutput
     replica: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunEvent:
-    """One event of a streamed run.
-
-    ``start``: ``{"run_id", "session_id", "agent", "replica"}``; ``step``: a step as recorded on the run;
-    ``delta``: ``{"text"}`` of the model's answer as it is generated; ``done``: the :class:`RunOutput`.
-    """
-
-    kind: Literal["start", "step", "delta", "done"]
-    data: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Final(Generic[R]):
-    """The producer's return value, the last item :func:`bridge` yields."""
-
-    value: R
-
-
-async def bridge(
-    produce: Callable[[Callable[[T], Awaitable[None]]], Awaitable[R]], *, maxsize: int = 64
-) -> AsyncGenerator[T | Final[R], None]:
-    """Run ``produce(emit)`` and yield what it emits, then :class:`Final` with its result.
-
-    The queue between them is bounded, so a slow consumer slows the producer instead of growing
-    memory. Closing the iterator early (a client went away) cancels the producer; an exception of the
-    producer is raised to the consumer after the items emitted before it.
-    """
-    queue: asyncio.Queue[T] = asyncio.Queue(maxsize=maxsize)
-    task = asyncio.ensure_future(produce(queue.put))
-    getter: asyncio.Future[T] | None = None
-    try:
-        while True:
-            getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                yield getter.result()
-                continue
-            getter.cancel()
-            while not queue.empty():
-                yield queue.get_nowait()
-            yield Final(task.result())
-            return
-    finally:
-        if getter is not None and not getter.done():
-            getter.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -4,25 +4,26 @@
 ran a run (``run_served``) and streams a run's steps and token deltas (``run_events``).
 :class:`ServedRouter` is a :class:`~raygent.router.actor.RouterActor` that can stream a model call:
 the call goes through the same interceptor chain (tracing, audit) as ``call_model``, with a terminal
-stage that consumes the router's stream and forwards each text delta as it arrives.
+stage that consumes the router's stream and forwards each text delta as it arrives. Those streaming
+stages live in :mod:`raygent.router.streaming` (stateful session actors use them too) and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from raygent.actors.agent import AgentActor
-from raygent.actors.steploop import RunHooks
+from raygent.actors.streaming import start_event, stream_run
 from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
-from raygent.core.errors import ModelError
 from raygent.core.interceptors import ModelCallInput, ModelCallOutput, ModelStage
-from raygent.core.remote import unwrap_remote_error
 from raygent.core.runs import RunInput
 from raygent.router.actor import RouterActor, build_model_chain
 from raygent.router.model import StreamDelta
-from raygent.router.router import Router
+from raygent.router.streaming import RemoteStreamingModelStage, StreamingTerminal, TextSink
 from raygent.serve.events import Final, RunEvent, ServedRun, bridge
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "current_replica_id",
 ]
 
-TextSink = Callable[[str], Awaitable[None]]
-
 
 def current_replica_id() -> str | None:
     """The Serve replica this code runs in, or None outside Serve."""
@@ -44,25 +43,6 @@ def current_replica_id() -> str | None:
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:  # not inside a replica (tests, `raygent run` helpers)
         return None
-
-
-class StreamingTerminal(ModelStage):
-    """The chain's terminal stage for a streamed call: forwards deltas, returns the final output."""
-
-    def __init__(self, router: Router, on_delta: TextSink) -> None:
-        self._router = router
-        self._on_delta = on_delta
-
-    async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
-        final: ModelCallOutput | None = None
-        async for event in self._router.stream_model(inp):
-            if isinstance(event, StreamDelta):
-                await self._on_delta(event.text)
-            else:
-                final = event
-        if final is None:
-            raise ModelError("the model stream ended without a final response")
-        return final
 
 
 class ServedRouter(RouterActor):
@@ -96,32 +76,6 @@ class ServedRouter(RouterActor):
             yield item.value if isinstance(item, Final) else item
 
 
-class RemoteStreamingModelStage(ModelStage):
-    """Agent side of a streamed model call: ``stream_model`` on the router, deltas to ``on_delta``."""
-
-    def __init__(self, stream_handle: Any, on_delta: TextSink) -> None:
-        self._handle = stream_handle  # router handle with options(stream=True)
-        self._on_delta = on_delta
-
-    async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
-        final: ModelCallOutput | None = None
-        gen = self._handle.stream_model.remote(inp)
-        try:
-            async for event in gen:
-                if isinstance(event, StreamDelta):
-                    await self._on_delta(event.text)
-                else:
-                    final = event
-        except BaseException as exc:
-            gen.cancel()  # the router stops generating for a run that is gone
-            if isinstance(exc, Exception):
-                raise unwrap_remote_error(exc) from None
-            raise
-        if final is None:
-            raise ModelError("the router's stream ended without a final response")
-        return final
-
-
 class ServedAgent(AgentActor):
     """An agent deployment's replica as the ingress calls it (``run`` stays for delegation)."""
 
@@ -135,25 +89,12 @@ class ServedAgent(AgentActor):
 
     async def run_events(self, req: RunInput) -> AsyncIterator[RunEvent]:
         """Stream a run: ``start``, then ``step`` and ``delta`` events as they happen, then ``done``."""
-        yield RunEvent(
-            "start",
-            {
-                "run_id": req.run_id,
-                "session_id": req.session_id,
-                "agent": req.agent,
-                "replica": self._replica,
-            },
-        )
+        yield start_event(req, self._replica)
 
-        async def produce(emit: Callable[[RunEvent], Awaitable[None]]) -> Any:
-            async def on_step(step: dict[str, Any]) -> None:
-                await emit(RunEvent("step", step))
+        def streaming(on_delta: TextSink) -> ModelStage:
+            return RemoteStreamingModelStage(self._router_stream, on_delta)
 
-            async def on_delta(text: str) -> None:
-                await emit(RunEvent("delta", {"text": text}))
-
-            hooks = RunHooks(on_step=on_step, model=RemoteStreamingModelStage(self._router_stream, on_delta))
-            return await self._loop.run(req, hooks)
-
-        async for item in bridge(produce):
-            yield RunEvent("done", item.value) if isinstance(item, Final) else item
+        events = stream_run(lambda hooks: self._loop.run(req, hooks), streaming=streaming)
+        async with aclosing(events):
+            async for event in events:
+                yield event

@@ -3,16 +3,18 @@ actor (:class:`~raygent.actors.session_actor.SessionDirectory`).
 
 It answers the same calls as :class:`~raygent.serve.replicas.ServedAgent` (``run`` for delegation,
 ``run_served`` and ``run_events`` for the ingress), so the rest of the graph does not care whether an
-agent is stateful. A streamed run of a stateful agent sends ``start`` and ``done`` (no per-step events:
-the steps happen in the session actor, whose progress is in its checkpoints).
+agent is stateful. A streamed run sends ``start`` from here, then the ``step``, ``delta`` and ``done``
+events that the session actor streams as its step loop runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from raygent.actors.session_actor import SessionDirectory
+from raygent.actors.streaming import start_event
 from raygent.core.config import Fleet
 from raygent.core.runs import RunInput, RunOutput
 from raygent.serve.events import RunEvent, ServedRun
@@ -45,11 +47,12 @@ class ServedStatefulAgent:
         return ServedRun(await self.run(req), self._replica)
 
     async def run_events(self, req: RunInput) -> AsyncIterator[RunEvent]:
-        start = {
-            "run_id": req.run_id,
-            "session_id": req.session_id,
-            "agent": req.agent,
-            "replica": self._replica,
-        }
-        yield RunEvent("start", start)
-        yield RunEvent("done", await self.run(req))
+        """Stream a run: ``start``, then the session actor's ``step`` and ``delta`` events, then ``done``.
+
+        Serve cancels this generator when the ingress lets go of the stream (the client went away);
+        the directory then cancels the run in the session actor.
+        """
+        yield start_event(req, self._replica)
+        async with aclosing(self._sessions.run_events(req)) as events:
+            async for event in events:
+                yield event

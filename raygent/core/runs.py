@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from raygent.core.store.base import RunState
 
-__all__ = ["AgentInvoker", "RunInput", "RunOutput"]
+__all__ = ["AgentInvoker", "RunEvent", "RunInput", "RunOutput"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,18 @@ class RunOutput:
             "trace_id": self.trace_id,
             "error": self.error,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One event of a streamed run.
+
+    ``start``: ``{"run_id", "session_id", "agent", "replica"}``; ``step``: a step as recorded on the run;
+    ``delta``: ``{"text"}`` of the model's answer as it is generated; ``done``: the :class:`RunOutput`.
+    """
+
+    kind: Literal["start", "step", "delta", "done"]
+    data: Any
 
 
 class AgentInvoker(Protocol):

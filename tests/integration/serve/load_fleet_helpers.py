@@ -1,5 +1,6 @@
 """The second, small fleet that this folder's conftest deploys on the session's Ray + Serve (its own
-route prefix): tight bounds, a slow agent, a three-replica agent and an autoscaling agent."""
+route prefix): tight bounds, a slow agent, a three-replica agent, an autoscaling agent and a stateful
+agent on the slow model (one session actor per session)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def load_fleet_spec(state_dir: str) -> dict[str, Any]:
                 "batch_max_inflight": 1,
             },
             "multi": {**agent, "replicas": 3, "max_ongoing_requests": 16, "max_queued_requests": 64},
+            # Session actors release themselves soon after the tests: the deployment's deletion leaves
+            # detached actors behind.
+            "keeper": {**agent, "tier": "cheap", "stateful": True, "idle_release_s": 20},
             "auto": {
                 **agent,
                 "tier": "premium",

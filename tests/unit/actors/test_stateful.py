@@ -22,9 +22,12 @@ from raygent.actors.stateful import checkpoint_key
 from raygent.core.clock import SystemClock
 from raygent.core.config import FAULT_POINTS, FaultSpec, Fleet
 from raygent.core.faults import FaultHook, plan_for
+from raygent.core.govconfig import SpendingLimitSpec, SpendingSpec
 from raygent.core.runs import RunOutput
 from raygent.core.store import SQLiteStore, open_store
 from raygent.core.store.base import AuditQuery
+from raygent.governance.resume import RunResumer
+from raygent.governance.runtime import Governance, governance_enabled
 
 
 async def _fleet(fleet: Fleet, faults: FaultHook | None = None) -> tuple[InProcessFleet, SQLiteStore]:
@@ -205,6 +208,81 @@ async def test_crash_after_a_non_idempotent_effect_needs_a_person(tmp_path: Path
     assert isinstance(progress, RunProgress) and (progress.step, progress.phase) == (3, "model")
     record = await store.get_run("run_n")
     assert record is not None and record.status == "needs_approval"
+    await inproc.aclose()
+    await store.close()
+
+
+def _governed(fleet: Fleet) -> Fleet:
+    """The refund desk with a spending limit: a governed fleet, so it has approvals (and their API)."""
+    limit = SpendingLimitSpec(tool="issue_refund", amount_arg="amount_usd", per_agent_per_day_usd=1000)
+    governed = fleet.model_copy(update={"spending": SpendingSpec(limits=[limit])})
+    assert governance_enabled(governed)
+    return governed
+
+
+async def _held_for_a_person(tmp_path: Path) -> tuple[InProcessFleet, SQLiteStore, Fleet, Governance, str]:
+    """A governed run whose notification went out right before a crash: parked on a pending approval."""
+    fleet = _governed(refund_fleet(tmp_path / "state"))
+    inproc, store = await _fleet(fleet, _ForcedFaults("after_effect", 3, tmp_path / "markers"))
+    req = run_input("refund order 1234", run_id="run_n")
+    with pytest.raises(SimulatedCrash):
+        await inproc.invoke(req)
+    inproc.stateful["desk"].release()
+    out = await inproc.invoke(req)
+    assert out.status == "needs_approval" and out.error is not None
+    assert out.error["type"].endswith("/effect-in-doubt") and out.error["idempotency_key"] == "run_n:s3:c0"
+    gov = Governance.open(fleet, store=store, clock=SystemClock())
+    [pending] = await gov.approvals.find_all(status="pending")
+    assert out.error["approval_id"] == pending.approval_id
+    assert out.error["approval_url"] == f"/v1/approvals/{pending.approval_id}"
+    assert (pending.tool, pending.context["idempotency_key"], pending.root_run_id) == (
+        "notify_customer",
+        "run_n:s3:c0",
+        "run_n",
+    )
+    record = await store.get_run("run_n")
+    assert record is not None and record.status == "needs_approval"
+    assert len(ledger(Path(fleet.state_dir))["notifications"]) == 1
+    return inproc, store, fleet, gov, pending.approval_id
+
+
+async def test_in_doubt_effect_approved_then_resumed_repeats_it_once(tmp_path: Path) -> None:
+    inproc, store, fleet, gov, approval_id = await _held_for_a_person(tmp_path)
+    approval = await gov.approvals.decide(approval_id, approver="ops", decision="approve", reason="not sent")
+    resumer = RunResumer(gov, inproc)
+    out = await resumer.resume(approval)
+    assert out is not None and out.status == "completed", out
+    assert out.output == "Refund rf_run_n_s2_c0 for order 1234 is issued and the customer was told."
+    # Sent again once, with the idempotency key of the attempt whose outcome was unknown.
+    assert ledger(Path(fleet.state_dir))["notifications"] == [("run_n", "run_n:s3:c0")] * 2
+    effect = await store.get_effect("run_n:s3:c0")
+    assert effect is not None and (effect.status, effect.attempts) == ("done", 2)
+    assert await resumer.resume(approval) is None  # a second resume: the run is no longer parked
+    assert await resumer.sweep() == 0
+    again = await inproc.invoke(run_input("refund order 1234", run_id="run_n"))
+    assert again.output == out.output
+    assert len(ledger(Path(fleet.state_dir))["notifications"]) == 2
+    assert (await store.get_run("run_n")).status == "completed"  # type: ignore[union-attr]
+    await inproc.aclose()
+    await store.close()
+
+
+async def test_in_doubt_effect_denied_is_refused_and_never_repeated(tmp_path: Path) -> None:
+    inproc, store, fleet, gov, approval_id = await _held_for_a_person(tmp_path)
+    approval = await gov.approvals.decide(approval_id, approver="ops", decision="deny", reason="it was sent")
+    out = await RunResumer(gov, inproc).resume(approval)
+    # The model sees the refusal and tells the user; the run ends as its loop decides (here: completed).
+    assert out is not None and out.status == "completed", out
+    assert out.output is not None and out.output.startswith("The refund is issued, but I could not tell")
+    assert "not repeated" in out.output
+    assert len(ledger(Path(fleet.state_dir))["notifications"]) == 1
+    effect = await store.get_effect("run_n:s3:c0")
+    assert effect is not None and (effect.status, effect.attempts) == ("needs_approval", 1)
+    refusals = await store.query_audit(AuditQuery(kind="policy_decision", run_id="run_n"))
+    assert [(r.payload["stage"], r.payload["outcome"], r.payload["approval_id"]) for r in refusals] == [
+        ("effects", "deny", approval_id)
+    ]
+    assert (await store.verify_audit()).ok
     await inproc.aclose()
     await store.close()
 

@@ -14,6 +14,7 @@ import httpx
 from opentelemetry.sdk.trace import TracerProvider
 from serving_helpers import SECRET, Receiver, Served, serve_in_process, tiny_fleet
 
+from raygent.actors.stateful import checkpoint_key
 from raygent.core.config import Fleet
 from raygent.serve.callbacks import verify_signature
 from raygent.serve.sse import parse_events
@@ -114,6 +115,26 @@ async def test_stream_sends_steps_deltas_and_the_run(tmp_path: Path, tracer_prov
         assert len([n for n in names if n == "delta"]) == 5  # ten words in chunks of two
         stored = (await served.client.get(f"/v1/runs/{final['run_id']}")).json()
         assert stored["status"] == "completed" and stored["steps"] == final["steps"]
+
+
+async def test_stateful_agent_streams_steps_and_deltas_from_its_session(
+    tmp_path: Path, tracer_provider: TracerProvider
+) -> None:
+    async with serve_in_process(tiny_fleet(tmp_path, stateful=True), tracer_provider) as served:
+        resp = await served.client.post(RUNS, json={"input": "hi", "mode": "stream", "session_id": "s-1"})
+        assert resp.status_code == 200
+        events = parse_events(resp.text)
+        names = [name for name, _ in events]
+        assert names[0] == "run" and names[-1] == "done"
+        final = events[-1][1]
+        assert [data for name, data in events if name == "step"] == final["steps"]
+        assert [s["kind"] for s in final["steps"]] == ["model"]
+        assert "".join(data["text"] for name, data in events if name == "delta") == final["output"]
+        assert len([n for n in names if n == "delta"]) == 5
+        # Served by the session's live state: the turn is in its checkpoint, not in the sessions table.
+        checkpoint = await served.store.get_checkpoint(checkpoint_key("a", "s-1"))
+        assert checkpoint is not None and checkpoint.version == 2  # the answer, then the conversation
+        assert await served.store.get_session("s-1") is None
 
 
 async def test_stream_over_the_example_fleet_shows_delegation(

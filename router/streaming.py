@@ -1,0 +1,68 @@
+"""Model stages for streamed calls: they forward the answer's text deltas as they arrive.
+
+:class:`StreamingTerminal` ends a model chain in the process that holds the :class:`Router` (the router
+deployment, or a fleet served in one process). :class:`RemoteStreamingModelStage` is the agent side of
+a streamed call to the router deployment; agent replicas and stateful session actors both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from raygent.core.errors import ModelError
+from raygent.core.interceptors import ModelCallInput, ModelCallOutput, ModelStage
+from raygent.core.remote import unwrap_remote_error
+from raygent.router.model import StreamDelta
+from raygent.router.router import Router
+
+__all__ = ["RemoteStreamingModelStage", "StreamingModel", "StreamingTerminal", "TextSink"]
+
+TextSink = Callable[[str], Awaitable[None]]
+# Builds the model stage of one streamed run, given where that run's text deltas go.
+StreamingModel = Callable[[TextSink], ModelStage]
+
+
+class StreamingTerminal(ModelStage):
+    """The chain's terminal stage for a streamed call: forwards deltas, returns the final output."""
+
+    def __init__(self, router: Router, on_delta: TextSink) -> None:
+        self._router = router
+        self._on_delta = on_delta
+
+    async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
+        final: ModelCallOutput | None = None
+        async for event in self._router.stream_model(inp):
+            if isinstance(event, StreamDelta):
+                await self._on_delta(event.text)
+            else:
+                final = event
+        if final is None:
+            raise ModelError("the model stream ended without a final response")
+        return final
+
+
+class RemoteStreamingModelStage(ModelStage):
+    """Agent side of a streamed model call: ``stream_model`` on the router, deltas to ``on_delta``."""
+
+    def __init__(self, stream_handle: Any, on_delta: TextSink) -> None:
+        self._handle = stream_handle  # router handle with options(stream=True)
+        self._on_delta = on_delta
+
+    async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
+        final: ModelCallOutput | None = None
+        gen = self._handle.stream_model.remote(inp)
+        try:
+            async for event in gen:
+                if isinstance(event, StreamDelta):
+                    await self._on_delta(event.text)
+                else:
+                    final = event
+        except BaseException as exc:
+            gen.cancel()  # the router stops generating for a run that is gone
+            if isinstance(exc, Exception):
+                raise unwrap_remote_error(exc) from None
+            raise
+        if final is None:
+            raise ModelError("the router's stream ended without a final response")
+        return final
