@@ -70,5 +70,5 @@ typecheck: $(STAMP)
 
 test: lint typecheck install-mfmock
 	$(if $(MFMOCK_PY),RAYGENT_TEST_MFMOCK_PYTHON=$(abspath $(MFMOCK_VENV))/bin/python) \
-		$(VENV)/bin/python -m pytest -q -rfEs $(PYTEST_RETRY) $(PYTEST_ARGS)
+		$(VENV)/bin/python -m pytest -q -rfEsR $(PYTEST_RETRY) $(PYTEST_ARGS)
 	$(MAKE) test-vllm
