@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from raygent.core.credconfig import (
     CredentialsSpec,
@@ -513,11 +513,11 @@ class StoreSpec(Strict):
         "(governance_dsn).",
     )
 
-    @field_validator("governance_dsn")
+    @field_validator("audit_dsn", "governance_dsn")
     @classmethod
-    def _postgres_dsn(cls, value: str | None) -> str | None:
+    def _postgres_dsn(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not re.match(r"^postgres(ql)?://", value):
-            raise ValueError("governance_dsn must be a postgresql:// or postgres:// URL")
+            raise ValueError(f"{info.field_name} must be a postgresql:// or postgres:// URL")
         return value
 
     @model_validator(mode="after")

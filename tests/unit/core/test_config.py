@@ -405,13 +405,15 @@ def test_cross_check_reports_every_dangling_reference() -> None:
     }
 
 
+@pytest.mark.parametrize("field", ["governance_dsn", "audit_dsn"])
 @pytest.mark.parametrize("dsn", ["postgresql://raygent@db:5432/raygent", "postgres://u:p@10.0.0.5/gov"])
-def test_governance_dsn_accepted(dsn: str) -> None:
-    assert StoreSpec.model_validate({"governance_dsn": dsn}).governance_dsn == dsn
+def test_postgres_dsns_accepted(field: str, dsn: str) -> None:
+    assert getattr(StoreSpec.model_validate({field: dsn}), field) == dsn
 
 
+@pytest.mark.parametrize("field", ["governance_dsn", "audit_dsn"])
 @pytest.mark.parametrize("dsn", ["mysql://db/raygent", "host=db dbname=raygent", "db:5432", ""])
-def test_governance_dsn_rejected(dsn: str) -> None:
-    errs = errors_of(StoreSpec, {"governance_dsn": dsn})
-    assert [e["loc"] for e in errs] == [("governance_dsn",)]
-    assert "postgresql:// or postgres://" in str(errs[0]["msg"])
+def test_postgres_dsns_rejected(field: str, dsn: str) -> None:
+    errs = errors_of(StoreSpec, {field: dsn})
+    assert [e["loc"] for e in errs] == [(field,)]
+    assert f"{field} must be a postgresql:// or postgres://" in str(errs[0]["msg"])
