@@ -156,7 +156,10 @@ def test_sse_streams_steps_and_deltas_to_a_real_client(load_fleet: LoadFleet) ->
 def test_client_that_disconnects_cancels_the_streamed_run(load_fleet: LoadFleet) -> None:
     with httpx.Client(base_url=load_fleet.base_url, timeout=30) as client:
         with client.stream("POST", "/v1/agents/slow/runs", json={"input": "x", "mode": "stream"}) as resp:
-            first = next(resp.iter_text())
+            # Held: a dropped iterator closes the connection at once (httpcore closes it on GeneratorExit),
+            # before the run has started; the test is of a client that leaves a run already running.
+            chunks = resp.iter_text()
+            first = next(chunks)
             run_id = parse_events(first)[0][1]["run_id"]
             assert wait_for(lambda: runs_of(load_fleet, "slow").get(run_id) == "running", 30, 0.02)
         # the connection is closed here, while the model call (1 s) is still running
