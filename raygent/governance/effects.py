@@ -213,6 +213,8 @@ class EffectLedgerInterceptor(ToolInterceptor):
                         outcome=None,
                         reason=self._reason(inp, record),
                         now=now,
+                        # Only the attempt judged in doubt: one reopened since is running, not in doubt.
+                        expected_attempts=record.attempts,
                     )
                     continue  # done if the earlier attempt settled just now; held for a person otherwise
             try:

@@ -250,8 +250,13 @@ class Store(Protocol):
         outcome: dict[str, Any] | None,
         reason: str,
         now: float,
+        expected_attempts: int | None = None,
     ) -> EffectRecord:
-        """Record the outcome. ``done`` is final and wins over ``needs_approval``; NotFoundError if absent."""
+        """Record the outcome. ``done`` is final and wins over ``needs_approval``; NotFoundError if absent.
+
+        With ``expected_attempts``, nothing changes unless the call has exactly that many attempts (a
+        caller that judged attempt n in doubt must not hold attempt n + 1, begun since); the stored record
+        is returned either way."""
         ...
 
     async def reopen_effect(self, key: str, *, now: float, expected_attempts: int) -> EffectRecord:

@@ -164,7 +164,8 @@ return {1, redis.call('HGETALL', KEYS[1])}
 """
 _SETTLE_EFFECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-if redis.call('HGET', KEYS[1], 'status') ~= 'done' then
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+if h[1] ~= 'done' and (ARGV[6] == '' or tonumber(h[2] or '0') == tonumber(ARGV[6])) then
   redis.call('HSET', KEYS[1], 'status', ARGV[1], 'reason', ARGV[4], 'updated_at', ARGV[5])
   if ARGV[3] == '1' then
     redis.call('HSET', KEYS[1], 'outcome', ARGV[2])
@@ -693,8 +694,10 @@ class RedisStore:
         outcome: dict[str, Any] | None,
         reason: str,
         now: float,
+        expected_attempts: int | None = None,
     ) -> EffectRecord:
-        """Record the outcome; a ``done`` record is final and is returned unchanged.
+        """Record the outcome; a ``done`` record is final and is returned unchanged, and so is one whose
+        attempt count is not ``expected_attempts`` (when given).
 
         Raises:
             NotFoundError: No attempt of ``key`` was begun.
@@ -708,6 +711,7 @@ class RedisStore:
                 "0" if outcome is None else "1",
                 reason,
                 repr(now),
+                "" if expected_attempts is None else str(expected_attempts),
             ],
         )
         if not reply[0]:

@@ -199,8 +199,10 @@ class SQLiteDurableMixin:
         outcome: dict[str, Any] | None,
         reason: str,
         now: float,
+        expected_attempts: int | None = None,
     ) -> EffectRecord:
-        """Record the outcome; a ``done`` record is final and is returned unchanged.
+        """Record the outcome; a ``done`` record is final and is returned unchanged, and so is one whose
+        attempt count is not ``expected_attempts`` (when given).
 
         Raises:
             NotFoundError: No attempt of ``key`` was begun.
@@ -211,7 +213,9 @@ class SQLiteDurableMixin:
             row = conn.execute(f"SELECT {_EFFECT_COLUMNS} FROM effects WHERE key = ?", (key,)).fetchone()
             if row is None:
                 raise NotFoundError(f"effect {key!r} was never begun", extra={"key": key})
-            if row["status"] == "done":
+            if row["status"] == "done" or (
+                expected_attempts is not None and row["attempts"] != expected_attempts
+            ):
                 return _effect_from_row(row)
             conn.execute(
                 "UPDATE effects SET status = ?, outcome = ?, reason = ?, updated_at = ? WHERE key = ?",

@@ -223,6 +223,26 @@ async def test_effect_reopen_starts_a_new_attempt_of_a_held_call_once(store: Sto
     assert ghost.value.extra == {"key": "ghost"}
 
 
+async def test_holding_a_call_in_doubt_names_the_attempt_it_judged(store: Store) -> None:
+    await store.begin_effect("k", run_id="r", tool="send", fingerprint="f", now=1.0, expected_attempts=0)
+    held = await store.settle_effect(
+        "k", status="needs_approval", outcome=None, reason="in doubt", now=2.0, expected_attempts=1
+    )
+    assert (held.status, held.attempts) == ("needs_approval", 1)
+    await store.reopen_effect("k", now=3.0, expected_attempts=1)  # a person approved a repeat
+    # A caller that judged attempt 1 in doubt before the reopen must not hold attempt 2, now running.
+    stale = await store.settle_effect(
+        "k", status="needs_approval", outcome=None, reason="late", now=4.0, expected_attempts=1
+    )
+    assert (stale.status, stale.attempts, stale.reason) == ("intended", 2, "")
+    got = await store.get_effect("k")
+    assert got is not None and (got.status, got.attempts) == ("intended", 2)
+    done = await store.settle_effect(
+        "k", status="done", outcome={"ok": True}, reason="", now=5.0, expected_attempts=2
+    )
+    assert (done.status, done.outcome) == ("done", {"ok": True})
+
+
 # ----- model-based check over both backends ------------------------------------------------------------
 
 _keys = st.sampled_from(["a", "b"])
