@@ -199,6 +199,14 @@ class SessionDirectory:
             self._handles[session_id] = handle
         return handle
 
+    async def _handle(self, session_id: str) -> Any:
+        """:meth:`handle` without stalling the event loop: finding or creating a named actor asks Ray's
+        control store synchronously, so a session not seen yet is looked up on a worker thread."""
+        handle = self._handles.get(session_id)
+        if handle is not None:
+            return handle
+        return await asyncio.to_thread(self.handle, session_id)
+
     async def run(self, req: RunInput) -> RunOutput:
         """Run ``req`` on its session's actor; a dead actor (released, or out of restarts) is replaced.
 
@@ -207,7 +215,7 @@ class SessionDirectory:
         """
         last: BaseException | None = None
         for attempt in range(_DIRECTORY_ATTEMPTS):
-            ref = self.handle(req.session_id).run.remote(req)
+            ref = (await self._handle(req.session_id)).run.remote(req)
             try:
                 out: RunOutput = await ref
                 return out
@@ -234,7 +242,7 @@ class SessionDirectory:
         """
         last: BaseException | None = None
         for attempt in range(_DIRECTORY_ATTEMPTS):
-            handle = self.handle(req.session_id)
+            handle = await self._handle(req.session_id)
             # max_task_retries=0: this loop re-sends a stream, not Ray (see the module's docstring).
             stream = handle.run_events.options(num_returns="streaming", max_task_retries=0).remote(req)
             settled = False
