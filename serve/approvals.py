@@ -27,6 +27,7 @@ from raygent.core.store.base import AuditQuery, sha256_hex
 from raygent.governance.approvals import Approval, ApprovalStatus
 from raygent.governance.auth import Principal
 from raygent.governance.errors import PermissionDeniedError, TokenInvalidError
+from raygent.governance.settle import settle_in_doubt
 from raygent.serve.auth import GovernedApi, governed_api, principal_of
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ class DecisionRequest(BaseModel):
 
     decision: Literal["approve", "deny"]
     reason: str = Field(default="", max_length=2000)
+    result: Any = Field(
+        default=None,
+        description="Only with deny, only for an in-doubt side effect: it happened, and this is what the "
+        "backend returned; the call is recorded as done with it and the run goes on with it.",
+    )
 
 
 class RevokeRequest(BaseModel):
@@ -89,9 +95,18 @@ async def _decide(
     gov: GovernedApi, approval_id: str, principal: Principal, body: DecisionRequest
 ) -> tuple[Approval, RunOutput | None]:
     _require_approver(gov, principal)
-    approval = await gov.governance.approvals.decide(
-        approval_id, approver=principal.subject, decision=body.decision, reason=body.reason
-    )
+    if "result" in body.model_fields_set:
+        if body.decision != "deny":
+            raise ValidationFailedError(
+                "a result recorded by hand goes with deny (it happened: do not repeat it), not approve"
+            )
+        approval = await settle_in_doubt(
+            gov.governance, approval_id, approver=principal.subject, result=body.result, reason=body.reason
+        )
+    else:
+        approval = await gov.governance.approvals.decide(
+            approval_id, approver=principal.subject, decision=body.decision, reason=body.reason
+        )
     run = await gov.resumer.resume(approval) if approval.status != "pending" else None
     return approval, run
 

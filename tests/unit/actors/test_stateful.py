@@ -21,13 +21,16 @@ from raygent.actors.inprocess import InProcessFleet
 from raygent.actors.stateful import checkpoint_key
 from raygent.core.clock import SystemClock
 from raygent.core.config import FAULT_POINTS, FaultSpec, Fleet
+from raygent.core.errors import ConflictError
 from raygent.core.faults import FaultHook, plan_for
 from raygent.core.govconfig import SpendingLimitSpec, SpendingSpec
 from raygent.core.runs import RunOutput
 from raygent.core.store import SQLiteStore, open_store
 from raygent.core.store.base import AuditQuery
+from raygent.governance.errors import ApprovalClosedError
 from raygent.governance.resume import RunResumer
 from raygent.governance.runtime import Governance, governance_enabled
+from raygent.governance.settle import settle_in_doubt
 
 
 async def _fleet(fleet: Fleet, faults: FaultHook | None = None) -> tuple[InProcessFleet, SQLiteStore]:
@@ -283,6 +286,38 @@ async def test_in_doubt_effect_denied_is_refused_and_never_repeated(tmp_path: Pa
         ("effects", "deny", approval_id)
     ]
     assert (await store.verify_audit()).ok
+    await inproc.aclose()
+    await store.close()
+
+
+async def test_in_doubt_effect_settled_by_hand_goes_on_with_the_recorded_result(tmp_path: Path) -> None:
+    inproc, store, fleet, gov, approval_id = await _held_for_a_person(tmp_path)
+    seen = {"notified": True, "order_id": "1234", "refund_id": "rf_run_n_s2_c0"}  # what the CRM shows
+    closed = await settle_in_doubt(gov, approval_id, approver="ops", result=seen, reason="in the CRM")
+    assert closed.status == "denied" and "settled by hand" in closed.decisions[0]["reason"]
+    assert gov.approvals.signatures_valid(closed)
+    effect = await store.get_effect("run_n:s3:c0")
+    assert effect is not None and (effect.status, effect.attempts) == ("done", 1)
+    assert effect.outcome is not None and effect.outcome["settled_by"] == "ops"
+    out = await RunResumer(gov, inproc).resume(closed)
+    # The model goes on with the recorded result, as if the call had answered: no refusal, no repeat.
+    assert out is not None and out.status == "completed", out
+    assert out.output == "Refund rf_run_n_s2_c0 for order 1234 is issued and the customer was told."
+    assert len(ledger(Path(fleet.state_dir))["notifications"]) == 1
+    with pytest.raises(ApprovalClosedError):  # once
+        await settle_in_doubt(gov, approval_id, approver="ops2", result=seen, reason="")
+    await inproc.aclose()
+    await store.close()
+
+
+async def test_an_in_doubt_call_that_moved_on_is_not_settled_by_hand(tmp_path: Path) -> None:
+    inproc, store, _fleet, gov, approval_id = await _held_for_a_person(tmp_path)
+    await store.reopen_effect("run_n:s3:c0", now=1e12, expected_attempts=1)  # repeated meanwhile
+    with pytest.raises(ConflictError):
+        await settle_in_doubt(gov, approval_id, approver="ops", result={"notified": True}, reason="")
+    effect = await store.get_effect("run_n:s3:c0")
+    assert effect is not None and (effect.status, effect.attempts, effect.outcome) == ("intended", 2, None)
+    assert (await gov.approvals.get(approval_id)).status == "pending"  # nothing decided either
     await inproc.aclose()
     await store.close()
 

@@ -15,6 +15,7 @@ from govkit import MovableClock
 from opentelemetry.sdk.trace import TracerProvider
 
 from raygent.core.config import FaultSpec, Fleet, StoreSpec
+from raygent.core.errors import ValidationFailedError
 from raygent.core.faults import FaultHook
 from raygent.core.fleetfile import load_fleet
 from raygent.core.govconfig import SpendingLimitSpec, SpendingSpec
@@ -29,6 +30,7 @@ from raygent.governance.errors import EffectInDoubtError
 from raygent.governance.gateway import ToolGateway
 from raygent.governance.gateway_actor import build_tool_chain
 from raygent.governance.runtime import Governance, governance_enabled
+from raygent.governance.settle import settle_in_doubt
 
 FLEET = Path(__file__).resolve().parents[3] / "examples" / "refund_desk" / "fleet.yaml"
 KEY = "run_1:s3:c0"
@@ -231,3 +233,14 @@ async def test_a_policy_approval_of_the_same_call_does_not_decide_the_in_doubt_a
     assert held.extra["approval_id"] != approved.approval_id
     assert (await desk.book.get(held.extra["approval_id"])).status == "pending"
     assert desk.notifications() == []
+
+
+async def test_only_an_in_doubt_approval_takes_a_result_recorded_by_hand(desk: Desk) -> None:
+    decision = PolicyDecision(
+        allowed=True, obligations=("approval",), policies=("refunds.over_200",), reasons=("big",), context={}
+    )
+    policy_held = await desk.book.hold(desk.call("run_1:s1:c0"), decision, None)
+    gov = Governance.open(desk.fleet, store=desk.store, clock=desk.clock)
+    with pytest.raises(ValidationFailedError, match="not about an in-doubt side effect"):
+        await settle_in_doubt(gov, policy_held.approval_id, approver="ops", result={"ok": True}, reason="")
+    assert (await desk.book.get(policy_held.approval_id)).status == "pending"

@@ -431,3 +431,20 @@ async def test_revoking_an_identity_fails_its_calls_and_refuses_new_runs(governe
         r["payload"]["action"] for r in await audit(governed, kind="action") if "actor" in r["payload"]
     ]
     assert actions == ["identity_revoked", "identity_restored"]
+
+
+async def test_a_result_recorded_by_hand_is_only_for_denying_an_in_doubt_call(
+    governed: GovernedClient,
+) -> None:
+    held = await park(governed, "C107", "1080")  # a policy approval (refund over $200), not an in-doubt call
+    approver = governed.auth("alice", "approver")
+    url = f"/v1/approvals/{held['approval_id']}"
+    with_approve = await governed.http.post(url, json={"decision": "approve", "result": {}}, headers=approver)
+    assert with_approve.status_code == 422, with_approve.text
+    assert with_approve.headers["content-type"] == "application/problem+json"
+    assert "goes with deny" in with_approve.json()["detail"]
+    not_in_doubt = await governed.http.post(url, json={"decision": "deny", "result": None}, headers=approver)
+    assert not_in_doubt.status_code == 422, not_in_doubt.text
+    assert "not about an in-doubt side effect" in not_in_doubt.json()["detail"]
+    shown = (await governed.http.get(url, headers=approver)).json()
+    assert shown["status"] == "pending" and refunds_issued(governed) == []  # nothing decided, nothing done
