@@ -11,6 +11,7 @@ HTML-escaped, and the page forbids framing and scripts by its Content-Security-P
 from __future__ import annotations
 
 import html
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from raygent.core.runs import RunOutput
 from raygent.core.store.base import AuditQuery, sha256_hex
 from raygent.governance.approvals import Approval, ApprovalStatus
 from raygent.governance.auth import Principal
+from raygent.governance.effects import IN_DOUBT_POLICY
 from raygent.governance.errors import PermissionDeniedError, TokenInvalidError
 from raygent.governance.settle import settle_in_doubt
 from raygent.serve.auth import GovernedApi, governed_api, principal_of
@@ -232,13 +234,29 @@ def _card(a: Approval, reasoning: list[str], csrf: str, base: str) -> str:
         )
     if decided:
         parts.append(f"<h3>Decisions</h3><ul>{decided}</ul>")
+    in_doubt = IN_DOUBT_POLICY in a.context.get("policies", [])
+    if in_doubt:
+        parts.append(
+            "<h3>Outcome unknown</h3><p class=in-doubt>This call has side effects and may already have "
+            f"happened: {_e(a.context.get('reason', ''))}. <b>Approve</b>: it did not happen, repeat it "
+            f"once (idempotency key <code>{_e(a.context.get('idempotency_key', ''))}</code>). "
+            "<b>Deny</b>: do not repeat it. <b>It happened</b>: do not repeat it and give the run the "
+            "result the backend shows (JSON).</p>"
+        )
     if a.status == "pending":
+        settle = (
+            "<label>Result the backend shows (JSON) <textarea name=result rows=3 cols=60></textarea></label>"
+            if in_doubt
+            else ""
+        )
         parts.append(
             f"<form method=post action='{_e(base)}/ui/approvals/{_e(quote(a.approval_id))}'>"
             f"<input type=hidden name=csrf_token value='{_e(csrf)}'>"
-            "<label>Reason <input type=text name=reason maxlength=2000></label><p>"
+            f"<label>Reason <input type=text name=reason maxlength=2000></label>{settle}<p>"
             "<button type=submit name=decision value=approve>Approve</button>"
-            "<button type=submit name=decision value=deny>Deny</button></p></form>"
+            "<button type=submit name=decision value=deny>Deny</button>"
+            + ("<button type=submit name=decision value=settle>It happened</button>" if in_doubt else "")
+            + "</p></form>"
         )
     parts.append("</div>")
     return "".join(parts)
@@ -381,10 +399,20 @@ def _ui_router(gov: GovernedApi) -> APIRouter:
         ):
             return await refused(request, PermissionDeniedError("the form's CSRF token is missing or wrong"))
         decision = form.get("decision")
-        if decision not in ("approve", "deny"):
-            return _page("Bad request", "<p class=err>decision must be approve or deny</p>", status=422)
+        if decision not in ("approve", "deny", "settle"):
+            return _page(
+                "Bad request", "<p class=err>decision must be approve, deny or settle</p>", status=422
+            )
+        reason = form.get("reason", "")[:2000]
         try:
-            body = DecisionRequest(decision=decision, reason=form.get("reason", "")[:2000])
+            if decision == "settle":  # "it happened": a deny that records the backend's result
+                try:
+                    result = json.loads(form.get("result", ""))
+                except ValueError as exc:
+                    raise ValidationFailedError(f"the result must be JSON: {exc}") from None
+                body = DecisionRequest(decision="deny", reason=reason, result=result)
+            else:
+                body = DecisionRequest(decision=decision, reason=reason)
             approval, run = await _decide(gov, approval_id, principal, body)
         except RaygentError as err:
             await gov.audit_refusal(request.scope, err, token=token)

@@ -7,16 +7,23 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from govkit import GovernedClient
 from joserfc import jwt
 from joserfc.jwk import OKPKey
 
+from raygent.core.interceptors import CallContext, ToolCallInput
+from raygent.core.messages import ToolCall
 from raygent.core.store.base import AuditQuery
+from raygent.governance.decision import PolicyDecision
+from raygent.governance.effects import IN_DOUBT_POLICY
+from raygent.serve.auth import UI_SESSION_COOKIE
 
 
 async def audit(client: GovernedClient, **filters: Any) -> list[dict[str, Any]]:
@@ -448,3 +455,56 @@ async def test_a_result_recorded_by_hand_is_only_for_denying_an_in_doubt_call(
     assert "not about an in-doubt side effect" in not_in_doubt.json()["detail"]
     shown = (await governed.http.get(url, headers=approver)).json()
     assert shown["status"] == "pending" and refunds_issued(governed) == []  # nothing decided, nothing done
+
+
+async def test_the_approvals_page_settles_an_in_doubt_call_with_the_result_the_backend_shows(
+    governed: GovernedClient,
+) -> None:
+    key = "run_doubt:s2:c0"
+    arguments = {"order_id": "1080", "amount_usd": 12.5}
+    store, book = governed.store, governed.gov.governance.approvals
+    # The ledger as a crash between the effect and its record leaves it, held for a person.
+    await store.begin_effect(
+        key, run_id="run_doubt", tool="issue_refund", fingerprint="f", now=0.0, expected_attempts=0
+    )
+    await store.settle_effect(
+        key, status="needs_approval", outcome=None, reason="crashed", now=1.0, expected_attempts=1
+    )
+    ctx = CallContext(
+        run_id="run_doubt", session_id="s", agent="support", identity="svc-support@acme", step=2
+    )
+    decision = PolicyDecision(
+        allowed=True,
+        obligations=("approval",),
+        policies=(IN_DOUBT_POLICY,),
+        reasons=("crashed",),
+        context={"idempotency_key": key, "attempts": 1, "reason": "outcome never recorded"},
+    )
+    held = await book.hold(
+        ToolCallInput(ctx, ToolCall(id=f"{key}:in-doubt:1", name="issue_refund", arguments=arguments)),
+        decision,
+        None,
+    )
+    token = governed.token("alice", "approver")
+    cookie = {"cookie": f"{UI_SESSION_COOKIE}={token}"}
+    page = await governed.http.get("/ui/approvals", headers=cookie)
+    assert page.status_code == 200
+    card = page.text.split(f"data-approval-id='{held.approval_id}'", 1)[1].split("</form>", 1)[0]
+    assert "Outcome unknown" in card and key in card and "value=settle" in card
+    csrf = re.search(r"name=csrf_token value='([^']+)'", card)
+    assert csrf is not None
+    form = {"csrf_token": csrf.group(1), "decision": "settle", "reason": "seen in the ledger", "result": "{"}
+    origin = {**cookie, "origin": "http://test"}
+    bad = await governed.http.post(f"/ui/approvals/{held.approval_id}", data=form, headers=origin)
+    assert bad.status_code == 422 and "the result must be JSON" in bad.text
+    assert (await book.get(held.approval_id)).status == "pending"
+    form["result"] = json.dumps({"status": "issued", "refund_id": "rf_9"})
+    done = await governed.http.post(f"/ui/approvals/{held.approval_id}", data=form, headers=origin)
+    assert done.status_code == 303, done.text
+    assert f"approval {held.approval_id} is denied" in unquote(done.headers["location"])
+    effect = await store.get_effect(key)
+    assert effect is not None and effect.status == "done" and effect.outcome is not None
+    assert effect.outcome["result"] == {"status": "issued", "refund_id": "rf_9"}
+    assert effect.outcome["settled_by"] == "alice"
+    closed = await book.get(held.approval_id)
+    assert closed.status == "denied" and "settled by hand" in closed.decisions[0]["reason"]
