@@ -288,6 +288,19 @@ class EffectLedgerInterceptor(ToolInterceptor):
         details = {"approval_id": approval.approval_id, "idempotency_key": record.key}
         return await refuse(self._writer, inp, err, stage="effects", details=details)
 
+    def _amount(self, inp: ToolCallInput) -> float | None:
+        """The USD amount the call moves, where the fleet names its argument (policies or spending)."""
+        tool = inp.call.name
+        mapped = self._fleet.policies.tools.get(tool) if self._fleet.policies is not None else None
+        names = [mapped.amount_arg] if mapped is not None and mapped.amount_arg else []
+        names += [limit.amount_arg for limit in self._fleet.spending.limits if limit.tool == tool]
+        for name in names:
+            try:
+                return float(inp.call.arguments[name])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return None
+
     def _decision(self, inp: ToolCallInput, record: EffectRecord) -> PolicyDecision:
         reason = record.reason or self._reason(inp, record)
         return PolicyDecision(
@@ -295,6 +308,8 @@ class EffectLedgerInterceptor(ToolInterceptor):
             obligations=("approval",),
             policies=(IN_DOUBT_POLICY,),
             reasons=(reason,),
+            # Repeating a payment moves money again: the four-eyes threshold applies as to the first call.
+            amount_usd=self._amount(inp),
             context={
                 "tool": inp.call.name,
                 "arguments": inp.call.arguments,

@@ -244,3 +244,46 @@ async def test_only_an_in_doubt_approval_takes_a_result_recorded_by_hand(desk: D
     with pytest.raises(ValidationFailedError, match="not about an in-doubt side effect"):
         await settle_in_doubt(gov, policy_held.approval_id, approver="ops", result={"ok": True}, reason="")
     assert (await desk.book.get(policy_held.approval_id)).status == "pending"
+
+
+async def test_an_in_doubt_payment_needs_as_many_approvers_as_the_payment(
+    tmp_path: Path, clock: MovableClock
+) -> None:
+    """Repeating a refund moves money again: above the four-eyes threshold, two people decide."""
+    fleet = load_fleet(FLEET, state_dir=tmp_path / "state")
+    tools = dict(fleet.tools)
+    tools["issue_refund"] = tools["issue_refund"].model_copy(update={"idempotent": False, "timeout_s": 0.4})
+    limit = SpendingLimitSpec(tool="issue_refund", amount_arg="amount_usd", per_agent_per_day_usd=10_000)
+    approvals = fleet.approvals.model_copy(update={"two_approvers_above_usd": 200.0})
+    fleet = fleet.model_copy(
+        update={
+            "store": StoreSpec(),
+            "tools": tools,
+            "spending": SpendingSpec(limits=[limit]),
+            "approvals": approvals,
+        }
+    )
+    store = open_store(fleet)
+    gateway = ToolGateway(fleet, invoker=None, clock=clock)
+    chain = build_tool_chain(gateway, store=store, tracer=TracerProvider().get_tracer("t"), clock=clock)
+    book = Governance.open(fleet, store=store, clock=clock).approvals
+    ctx = CallContext(run_id="run_1", session_id="s", agent="desk", identity="svc-refund-desk@acme", step=2)
+    try:
+        for n, amount in enumerate((450.0, 20.0)):
+            key, args = f"run_1:s2:c{n}", {"order_id": "12", "amount_usd": amount}
+            await store.begin_effect(
+                key,
+                run_id="run_1",
+                tool="issue_refund",
+                fingerprint=call_fingerprint("issue_refund", args),
+                now=0.0,
+                expected_attempts=0,
+            )
+            with pytest.raises(EffectInDoubtError) as held:
+                await chain.call_tool(
+                    ToolCallInput(ctx, ToolCall(id=key, name="issue_refund", arguments=args))
+                )
+            approval = await book.get(held.value.extra["approval_id"])
+            assert (approval.amount_usd, approval.approvals_needed) == (amount, 2 if amount > 200 else 1)
+    finally:
+        await store.close()
