@@ -65,7 +65,9 @@ def build_fleet(state: Path, redis_url: str, seed: int, kill_ratio: float) -> Fl
     )
 
 
-async def drive(handle: Any, reqs: list[RunInput], errors: list[str]) -> dict[str, Any]:
+async def drive(
+    handle: Any, reqs: list[RunInput], errors: list[str], answered: list[int] | None = None
+) -> dict[str, Any]:
     """Send a session's runs one after another; a clear error is answered by sending the run again."""
     results: dict[str, Any] = {}
     for req in reqs:
@@ -79,7 +81,22 @@ async def drive(handle: Any, reqs: list[RunInput], errors: list[str]) -> dict[st
             except Exception as exc:
                 results[req.run_id] = exc
                 break
+        if answered is not None:
+            answered[0] += 1
     return results
+
+
+async def report_progress(answered: list[int], total: int, errors: list[str], every_s: float = 10.0) -> None:
+    """A line on stderr every ``every_s`` while runs are answered (a 1000-run chaos takes ~25 minutes)."""
+    start = time.monotonic()
+    while answered[0] < total:
+        await asyncio.sleep(every_s)
+        print(
+            f"chaos: {answered[0]}/{total} runs answered, {len(errors)} clear errors sent again, "
+            f"{time.monotonic() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def restart_redis(server: RedisServer, times: int, span_s: float, rng: random.Random) -> int:
@@ -163,10 +180,13 @@ async def chaos(args: argparse.Namespace) -> dict[str, Any]:
     per_session = [reqs[i :: args.sessions] for i in range(args.sessions)]
     t0 = time.monotonic()
     expected_s = max(10.0, args.runs * 0.05)
+    answered = [0]
+    progress = asyncio.ensure_future(report_progress(answered, args.runs, errors))
     parts, restarts = await asyncio.gather(
-        asyncio.gather(*(drive(handle, chunk, errors) for chunk in per_session)),
+        asyncio.gather(*(drive(handle, chunk, errors, answered) for chunk in per_session)),
         restart_redis(server, args.redis_restarts, expected_s, rng),
     )
+    progress.cancel()
     runs_s = time.monotonic() - t0
     results = {k: v for part in parts for k, v in part.items()}
     summary = await verify(fleet, results)
