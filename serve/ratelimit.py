@@ -35,7 +35,7 @@ from raygent.core.config import AgentSpec, RateLimitSpec
 from raygent.core.errors import RateLimitedError, StoreError
 from raygent.core.store.redis import redis_errors_as_store_errors
 
-__all__ = ["RateLimiter", "SharedRateLimiter", "bucket_key"]
+__all__ = ["RateLimiter", "SharedRateLimiter", "agent_limits", "bucket_key"]
 
 log = logging.getLogger("raygent.serve")
 
@@ -82,8 +82,7 @@ class RateLimiter:
     @classmethod
     def for_agents(cls, agents: Mapping[str, AgentSpec], default: RateLimitSpec | None) -> RateLimiter:
         """Each agent's own ``rate_limit``, else the server's default."""
-        limits = {name: spec.rate_limit or default for name, spec in agents.items()}
-        return cls({name: limit for name, limit in limits.items() if limit is not None})
+        return cls(agent_limits(agents, default))
 
     async def check(self, agent: str, *, caller: str, tenant: str = "default") -> None:
         """:meth:`take`, awaitable like :meth:`SharedRateLimiter.check` (the ingress awaits either)."""
@@ -121,15 +120,28 @@ class RateLimiter:
 
     def stats(self) -> dict[str, dict[str, float | int | str]]:
         """Per limited agent: the configured rate and the requests refused so far (by this replica)."""
-        return {
-            agent: {
-                "requests_per_s": spec.requests_per_s,
-                "burst": spec.capacity,
-                "per": spec.per,
-                "refused": self.refused[agent],
-            }
-            for agent, spec in self._limits.items()
+        return _stats(self._limits, self.refused)
+
+
+def agent_limits(agents: Mapping[str, AgentSpec], default: RateLimitSpec | None) -> dict[str, RateLimitSpec]:
+    """Each agent's own ``rate_limit``, else the server's default; agents with neither are not limited."""
+    limits = {name: spec.rate_limit or default for name, spec in agents.items()}
+    return {name: limit for name, limit in limits.items() if limit is not None}
+
+
+def _stats(
+    limits: Mapping[str, RateLimitSpec], refused: Mapping[str, int], **extra: float | int | str
+) -> dict[str, dict[str, float | int | str]]:
+    return {
+        agent: {
+            "requests_per_s": spec.requests_per_s,
+            "burst": spec.capacity,
+            "per": spec.per,
+            "refused": refused[agent],
+            **extra,
         }
+        for agent, spec in limits.items()
+    }
 
 
 def _refusal(agent: str, spec: RateLimitSpec, tokens: float) -> RateLimitedError:
@@ -191,25 +203,6 @@ class SharedRateLimiter:
         self.refused: dict[str, int] = dict.fromkeys(self._limits, 0)
         self.failed_open = 0
 
-    @classmethod
-    def for_agents(
-        cls,
-        agents: Mapping[str, AgentSpec],
-        default: RateLimitSpec | None,
-        *,
-        url: str,
-        namespace: str,
-        op_timeout_s: float = 5.0,
-    ) -> SharedRateLimiter:
-        """Each agent's own ``rate_limit``, else the server's default."""
-        limits = {name: spec.rate_limit or default for name, spec in agents.items()}
-        return cls(
-            {name: limit for name, limit in limits.items() if limit is not None},
-            url=url,
-            namespace=namespace,
-            op_timeout_s=op_timeout_s,
-        )
-
     def key(self, agent: str, *, caller: str, tenant: str = "default") -> str | None:
         """The Redis key of the request's bucket (``None``: the agent is not limited)."""
         spec = self._limits.get(agent)
@@ -245,17 +238,7 @@ class SharedRateLimiter:
 
     def stats(self) -> dict[str, dict[str, float | int | str]]:
         """Per limited agent: the configured rate, refusals by this replica, and checks that failed open."""
-        return {
-            agent: {
-                "requests_per_s": spec.requests_per_s,
-                "burst": spec.capacity,
-                "per": spec.per,
-                "refused": self.refused[agent],
-                "shared": "redis",
-                "failed_open": self.failed_open,
-            }
-            for agent, spec in self._limits.items()
-        }
+        return _stats(self._limits, self.refused, shared="redis", failed_open=self.failed_open)
 
     async def close(self) -> None:
         await self._r.aclose()

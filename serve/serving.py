@@ -20,7 +20,7 @@ from raygent.serve.agents import AgentPort
 from raygent.serve.callbacks import CallbackSender
 from raygent.serve.idempotency import IdempotencyGuard
 from raygent.serve.inflight import InflightRuns
-from raygent.serve.ratelimit import RateLimiter, SharedRateLimiter
+from raygent.serve.ratelimit import RateLimiter, SharedRateLimiter, agent_limits
 from raygent.serve.runs import RunCoordinator
 from raygent.serve.runs_async import AsyncRunner
 
@@ -84,9 +84,8 @@ def open_rate_limits(fleet: Fleet) -> RateLimiter | SharedRateLimiter:
     ingress replicas serve the fleet), else in this replica's memory."""
     spec, server = fleet.store, fleet.server
     if spec.kind == "redis" and spec.url is not None:
-        return SharedRateLimiter.for_agents(
-            fleet.agents,
-            server.rate_limit,
+        return SharedRateLimiter(
+            agent_limits(fleet.agents, server.rate_limit),
             url=spec.url,
             namespace=redis_namespace(spec.tenant, fleet.name),
             op_timeout_s=spec.op_timeout_s,
