@@ -4,6 +4,7 @@ agent on the slow model (one session actor per session)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +73,13 @@ class LoadFleet:
     fleet: Fleet
     base_url: str  # includes the route prefix
     app_name: str
+
+
+def wait_for(predicate: Any, timeout_s: float = 60, every_s: float = 0.1) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout_s`` passed; its last value either way."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from load_fleet_helpers import CALLBACK_SECRET, LoadFleet
+from load_fleet_helpers import CALLBACK_SECRET, LoadFleet, wait_for
 
 from raygent.serve.callbacks import verify_signature
 from raygent.serve.sse import parse_events
@@ -28,15 +28,6 @@ def runs_of(load: LoadFleet, agent: str) -> dict[str, str]:
     with sqlite3.connect(load.fleet.state_path("raygent.db")) as conn:
         rows = conn.execute("SELECT run_id, status FROM runs WHERE agent = ?", (agent,)).fetchall()
     return dict(rows)
-
-
-def wait_for(predicate: Any, timeout_s: float = 60, every_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every_s)
 
 
 def test_burst_above_the_bound_is_refused_fast_and_accepted_runs_all_complete(load_fleet: LoadFleet) -> None:

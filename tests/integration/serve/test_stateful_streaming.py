@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from load_fleet_helpers import LoadFleet
+from load_fleet_helpers import LoadFleet, wait_for
 
 from raygent.actors.checkpoint import Checkpointer
 from raygent.actors.stateful import checkpoint_key
@@ -28,15 +28,6 @@ def run_status(load: LoadFleet, run_id: str) -> str | None:
     with sqlite3.connect(load.fleet.state_path("raygent.db")) as conn:
         row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     return None if row is None else str(row[0])
-
-
-def wait_for(predicate: Any, timeout_s: float = 60, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every_s)
 
 
 def session_state(load: LoadFleet, session_id: str) -> dict[str, Any] | None:
