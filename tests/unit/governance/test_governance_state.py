@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -141,10 +142,21 @@ async def test_a_failed_transaction_leaves_nothing_behind(open_gov_db: OpenDB) -
         await db.run(half, write=True)
     with pytest.raises(StoreError) as bad:
         await db.run(lambda c: c.execute("SELECT nope FROM revocations"), write=False)
-    if isinstance(db, PostgresGovernanceDB):  # (SQLite calls every error retryable)
-        assert not bad.value.retryable  # a wrong statement does not get better by retrying
+    assert not bad.value.retryable  # a wrong statement does not get better by retrying
     count = await db.run(lambda c: c.execute("SELECT COUNT(*) FROM revocations").fetchone()[0], write=False)
     assert count == 0
+
+
+def test_a_locked_sqlite_state_is_a_retryable_error(tmp_path: Path) -> None:
+    db = GovernanceDB(tmp_path / "governance.db", busy_timeout_s=0.05)
+    holder = sqlite3.connect(tmp_path / "governance.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreError) as locked:
+            db.transact(lambda c: c.execute("DELETE FROM revocations"), write=True)
+        assert locked.value.retryable and "locked" in locked.value.detail
+    finally:
+        holder.close()
 
 
 # ----- PostgreSQL ------------------------------------------------------------------------------------
