@@ -418,6 +418,8 @@ def _ui_router(gov: GovernedApi) -> APIRouter:
             await gov.audit_refusal(request.scope, err, token=token)
             return _page("Not done", f"<p class=err>{_e(err.detail)}</p>", status=err.status)
         outcome = f"approval {approval.approval_id} is {approval.status}"
+        if decision == "settle":
+            outcome += ": the call is recorded as done with the result given, and not repeated"
         if run is not None:
             outcome += f"; run {run.run_id} {run.status}"
             if run.output:

@@ -1,7 +1,8 @@
 """The approvals page in headless Chromium (Debian's ``chromium``, driven by Playwright): a refund over
 $200 parks; an approver signs in with a token from ``raygent token issue``, sees the proposed action,
-its context and the agent's reasoning, approves, and the run completes. A screenshot is saved under
-``test-artifacts/`` (git-ignored): the pending card, and the page after the decision."""
+its context and the agent's reasoning, approves, and the run completes; and an in-doubt side effect is
+settled on the page with the result the backend shows ("It happened"). Screenshots are saved under
+``test-artifacts/`` (git-ignored): the pending card, and the pages after the decisions."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -149,3 +151,102 @@ def test_approver_signs_in_approves_and_the_run_completes(served: Served) -> Non
     assert run["status"] == "completed"
     assert (ARTIFACTS / "approvals-page.png").stat().st_size > 10_000
     assert (ARTIFACTS / "approvals-page-pending.png").stat().st_size > 10_000
+
+
+def hold_an_in_doubt_call(served: Served, key: str) -> str:
+    """Leave the ledger and the approvals as a crash between a side effect and its record does: the
+    call held for a person (written from this process into the served fleet's state, as a gateway
+    replica would)."""
+    import asyncio
+
+    from raygent.core.clock import SystemClock
+    from raygent.core.fleetfile import load_fleet
+    from raygent.core.interceptors import CallContext, ToolCallInput
+    from raygent.core.messages import ToolCall
+    from raygent.core.store import open_store
+    from raygent.governance.decision import PolicyDecision
+    from raygent.governance.effects import IN_DOUBT_POLICY
+    from raygent.governance.runtime import Governance
+
+    async def hold() -> str:
+        fleet = load_fleet(served.fleet, state_dir=served.state_dir)
+        store = open_store(fleet)
+        try:
+            await store.begin_effect(
+                key,
+                run_id="run_e2e_doubt",
+                tool="issue_refund",
+                fingerprint="f",
+                now=0.0,
+                expected_attempts=0,
+            )
+            await store.settle_effect(
+                key, status="needs_approval", outcome=None, reason="crash", now=1.0, expected_attempts=1
+            )
+            gov = Governance.open(fleet, store=store, clock=SystemClock())
+            ctx = CallContext(
+                run_id="run_e2e_doubt", session_id="s", agent="support", identity="svc-support@acme", step=2
+            )
+            call = ToolCall(id=f"{key}:in-doubt:1", name="issue_refund", arguments={"order_id": "1080"})
+            decision = PolicyDecision(
+                allowed=True,
+                obligations=("approval",),
+                policies=(IN_DOUBT_POLICY,),
+                reasons=("crash",),
+                context={"idempotency_key": key, "attempts": 1, "reason": "the outcome was never recorded"},
+            )
+            return (await gov.approvals.hold(ToolCallInput(ctx, call), decision, None)).approval_id
+        finally:
+            await store.close()
+
+    return asyncio.run(hold())
+
+
+def effect_of(served: Served, key: str) -> Any:
+    import asyncio
+
+    from raygent.core.fleetfile import load_fleet
+    from raygent.core.store import open_store
+
+    async def read() -> Any:
+        store = open_store(load_fleet(served.fleet, state_dir=served.state_dir))
+        try:
+            return await store.get_effect(key)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_an_in_doubt_call_is_settled_on_the_page_with_the_result_the_backend_shows(served: Served) -> None:
+    from playwright.sync_api import sync_playwright
+
+    key = "run_e2e_doubt:s2:c0"
+    approval_id = hold_an_in_doubt_call(served, key)
+    approver = served.token("bob", "approver")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(f"{served.base_url}/ui/approvals/login")
+            page.fill("textarea[name=token]", approver)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{served.base_url}/ui/approvals")
+            card = page.locator(f"[data-approval-id='{approval_id}']")
+            text = card.inner_text()
+            assert "Outcome unknown" in text and key in text and "It happened" in text
+            card.locator("textarea[name=result]").fill('{"status": "issued", "refund_id": "rf_77"}')
+            card.locator("input[name=reason]").fill("seen in the payments console")
+            card.locator("button[value=settle]").click()
+            page.wait_for_selector("#message", timeout=120_000)
+            message = page.inner_text("#message")
+            page.screenshot(path=str(ARTIFACTS / "approvals-page-in-doubt.png"), full_page=True)
+        finally:
+            browser.close()
+    assert f"approval {approval_id} is denied: the call is recorded as done" in message
+    effect = effect_of(served, key)
+    assert effect is not None and effect.status == "done"
+    assert effect.outcome["result"] == {"status": "issued", "refund_id": "rf_77"}
+    assert effect.outcome["settled_by"] == "bob"
