@@ -1,4 +1,4 @@
-"""``raygent approvals list|approve|deny``: the approvals API of a running fleet, as an approver.
+"""``raygent approvals list|approve|deny|settle``: the approvals API of a running fleet, as an approver.
 
 The token comes from ``--token`` or ``RAYGENT_TOKEN`` (``raygent token issue --role approver …``).
 """
@@ -57,12 +57,12 @@ def approvals_list(
         sys.stdout.write(json.dumps(approval, sort_keys=True) + "\n")
 
 
-def _decide(decision: str, approval_id: str, url: str, token: str | None, reason: str) -> None:
+def _decide(decision: str, approval_id: str, url: str, token: str | None, reason: str, **extra: Any) -> None:
     data = _call(
         "POST",
         f"{url.rstrip('/')}/v1/approvals/{approval_id}",
         token,
-        {"decision": decision, "reason": reason},
+        {"decision": decision, "reason": reason, **extra},
     )
     approval, run = data["approval"], data.get("run")
     line = f"approval {approval['approval_id']}: {approval['status']}"
@@ -91,3 +91,20 @@ def approvals_deny(
 ) -> None:
     """Deny; the parked run resumes and tells the user the action was refused."""
     _decide("deny", approval_id, url, token, reason)
+
+
+@approvals_app.command("settle")
+def approvals_settle(
+    approval_id: Annotated[str, typer.Argument(help="The in-doubt call's approval id.")],
+    result: Annotated[str, typer.Option("--result", help="What the backend shows it returned (JSON).")],
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = None,
+) -> None:
+    """It happened: do not repeat an in-doubt side effect; record the result the backend shows, and the
+    parked run goes on with it."""
+    try:
+        parsed = json.loads(result)
+    except ValueError as exc:
+        fail(f"--result must be JSON: {exc}", 2)
+    _decide("deny", approval_id, url, token, reason, result=parsed)

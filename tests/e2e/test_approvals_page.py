@@ -250,3 +250,26 @@ def test_an_in_doubt_call_is_settled_on_the_page_with_the_result_the_backend_sho
     assert effect is not None and effect.status == "done"
     assert effect.outcome["result"] == {"status": "issued", "refund_id": "rf_77"}
     assert effect.outcome["settled_by"] == "bob"
+
+
+def test_raygent_approvals_settle_records_the_result_from_the_command_line(served: Served) -> None:
+    key = "run_e2e_cli:s2:c0"
+    approval_id = hold_an_in_doubt_call(served, key)
+    token = served.token("carol", "approver")
+    base = [RAYGENT, "approvals", "settle", approval_id, "--url", served.base_url, "--token", token]
+    bad = subprocess.run([*base, "--result", "{not json"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--result must be JSON" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    done = subprocess.run(
+        [*base, "--result", '{"status": "issued"}', "--reason", "seen in the console"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"approval {approval_id}: denied" in done.stdout
+    effect = effect_of(served, key)
+    assert effect is not None and effect.status == "done"
+    assert (effect.outcome["result"], effect.outcome["settled_by"]) == ({"status": "issued"}, "carol")
+    again = subprocess.run([*base, "--result", "{}"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "409" in again.stderr and "already denied" in again.stderr
