@@ -9,6 +9,7 @@ from raygent.cli import audit_signing as _audit_signing  # noqa: F401  (`raygent
 from raygent.cli import batch as _batch  # noqa: F401  (registers `raygent batch`)
 from raygent.cli import bench as _bench  # noqa: F401  (registers `raygent bench`)
 from raygent.cli import cluster as _cluster  # noqa: F401  (registers `raygent cluster`, `raygent deploy`)
+from raygent.cli import governance as _governance  # noqa: F401  (registers `raygent governance`)
 from raygent.cli import identity as _identity  # noqa: F401  (registers `raygent identity`)
 from raygent.cli import policy as _policy  # noqa: F401  (registers `raygent policy`)
 from raygent.cli import replay as _replay  # noqa: F401  (registers `raygent replay`)

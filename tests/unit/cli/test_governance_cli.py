@@ -85,3 +85,44 @@ def test_approvals_cli_needs_a_token() -> None:
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert done.returncode == 2 and "token is needed" in done.stderr
+
+
+def test_governance_copy_to_postgres_carries_the_state_over_once(tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+
+    dsn, schema = "postgresql://postgres@127.0.0.1:5432/postgres", f"rg_copy_{uuid.uuid4().hex[:12]}"
+    common = ["--state-dir", str(tmp_path / "state")]
+    assert (
+        raygent("identity", "revoke", "refunds", "--reason", "drill", "-f", str(GOVERNED), *common).returncode
+        == 0
+    )
+    assert raygent("audit", "checkpoint", "-f", str(GOVERNED), *common).returncode == 0
+    copy = tmp_path / "fleet"
+    shutil.copytree(GOVERNED.parent, copy, ignore=shutil.ignore_patterns(".raygent"))
+    shared = copy / "governed.yaml"
+    shared.write_text(
+        shared.read_text().replace(
+            "store:\n  kind: sqlite\n",
+            f"store:\n  kind: sqlite\n  governance_dsn: {dsn}\n  audit_schema: {schema}\n",
+        )
+    )
+    try:
+        first = raygent("governance", "copy-to-postgres", "-f", str(shared), *common)
+        assert first.returncode == 0, first.stderr
+        assert "revocations: 1 read, 1 copied" in first.stdout
+        assert "checkpoints: 1 read, 1 copied" in first.stdout
+        listed = raygent("identity", "list", "-f", str(shared), *common)  # read from PostgreSQL now
+        assert "svc-refunds@acme" in listed.stdout and "drill" in listed.stdout
+        again = raygent("governance", "copy-to-postgres", "-f", str(shared), *common)
+        assert again.returncode == 0 and "revocations: 1 read, 0 copied" in again.stdout
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    nowhere = raygent("governance", "copy-to-postgres", "-f", str(GOVERNED), *common)
+    assert nowhere.returncode == 2 and "names no store.governance_dsn" in nowhere.stderr
+    missing = raygent(
+        "governance", "copy-to-postgres", "-f", str(shared), "--from", str(tmp_path / "none.db")
+    )
+    assert missing.returncode == 2 and "no governance state to copy" in missing.stderr

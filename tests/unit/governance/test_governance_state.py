@@ -40,6 +40,7 @@ from raygent.governance.pgstate import PgRow, PostgresGovernanceDB, shared_gover
 from raygent.governance.signing import Signer
 from raygent.governance.spending import Reservation, SpendingLedger
 from raygent.governance.state import GovernanceConn, GovernanceDB, GovernanceState, open_governance_db
+from raygent.governance.statecopy import copy_governance_state
 
 OpenDB = Callable[[], GovernanceState]
 
@@ -290,3 +291,52 @@ async def test_the_audit_trail_and_the_governance_state_share_a_schema(schema: s
     finally:
         await log.close()
         db.close()
+
+
+@pytest.mark.integration
+async def test_copying_sqlite_state_to_postgres_keeps_rows_already_there(
+    schema: str, tmp_path: Path, writer: AuditWriter, clock: MovableClock
+) -> None:
+    source = GovernanceDB(tmp_path / "governance.db")
+    target = PostgresGovernanceDB(PG_DSN, schema=schema)
+    spec = ApprovalsSpec(timeout_s=60, two_approvers_above_usd=400)
+    signer = Signer.from_file(tmp_path / "keys" / "audit.pem")
+    old_book = ApprovalBook(source, spec=spec, signer=signer, writer=writer, clock=clock)
+    ctx = CallContext(run_id="run_a", session_id="s", agent="refunds", identity="svc", requester="C7")
+    call = ToolCall(id="c0", name="issue_refund", arguments={"order_id": "1", "amount_usd": 450})
+    held = await old_book.hold(
+        ToolCallInput(ctx, call), PolicyDecision(True, ("approval",), ("big",), amount_usd=450), None
+    )
+    await old_book.decide(held.approval_id, approver="alice", decision="approve", reason="first of two")
+    await SpendingLedger(source, clock).reserve(
+        agent="refunds", tool="issue_refund", call_key="k1", amount_usd=120, limit_usd=1000
+    )
+    source.transact(
+        lambda c: c.execute("INSERT INTO revocations VALUES (?, ?, ?, ?)", ("svc-x", "old", "a", 1.0)),
+        write=True,
+    )
+    target.transact(
+        lambda c: c.execute("INSERT INTO revocations VALUES (?, ?, ?, ?)", ("svc-x", "newer", "b", 2.0)),
+        write=True,
+    )
+
+    report = copy_governance_state(source, target)
+    assert report.read == {"approvals": 1, "spend": 1, "revocations": 1, "parked_runs": 0, "checkpoints": 0}
+    assert report.written == {**report.read, "revocations": 0}  # the row PostgreSQL had is kept
+    new_book = ApprovalBook(target, spec=spec, signer=signer, writer=writer, clock=clock)
+    moved = await new_book.get(held.approval_id)
+    assert (moved.status, moved.approvers, moved.amount_usd, moved.arguments) == (
+        "pending",
+        ["alice"],
+        450,
+        {"order_id": "1", "amount_usd": 450},
+    )
+    assert new_book.signatures_valid(moved)  # the decision's signature came along
+    done = await new_book.decide(held.approval_id, approver="bob", decision="approve", reason="second")
+    assert done.status == "approved"  # four-eyes goes on where it stopped
+    assert await SpendingLedger(target, clock).spent_today("refunds", "issue_refund") == 120
+    reason = target.transact(lambda c: c.execute("SELECT reason FROM revocations").fetchone()[0], write=False)
+    assert reason == "newer"
+    assert copy_governance_state(source, target).written == dict.fromkeys(
+        report.read, 0
+    )  # again: nothing new
