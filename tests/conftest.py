@@ -29,6 +29,16 @@ settings.register_profile("raygent", deadline=None)
 settings.load_profile("raygent")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Why each rerun test failed the first time: a rerun that passes leaves only the test's name, and a
+    rare failure is only ever seen in a CI log."""
+    for report in terminalreporter.stats.get("rerun", []):
+        terminalreporter.write_line(f"first try of {report.nodeid} failed:", bold=True)
+        terminalreporter.write_line(report.longreprtext[-4000:])
+
+
 EXAMPLE_FLEET = REPO / "examples" / "support_desk" / "fleet.yaml"
 
 
