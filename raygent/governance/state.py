@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from raygent.core.errors import StoreError
+from raygent.core.store.sqlite import sqlite_error_may_pass
 
 if TYPE_CHECKING:
     from raygent.core.config import Fleet
@@ -114,25 +115,6 @@ class GovernanceState(Protocol):
     async def run(self, fn: Callable[[GovernanceConn], T], *, write: bool) -> T: ...
 
 
-# Errors that may pass (a lock held by another process, a full or failing disk, a file being replaced);
-# a wrong statement or a broken constraint fails the same way again.
-_PASSING = {
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_LOCKED,
-    sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_FULL,
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_PROTOCOL,
-}
-
-
-def _passing(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return "locked" in str(exc) or "busy" in str(exc)
-    return code & 0xFF in _PASSING  # extended codes keep the primary one in the low byte
-
-
 def open_governance_db(fleet: Fleet) -> GovernanceState:
     """The governance state a fleet file configures: PostgreSQL with ``store.governance_dsn`` (one per
     process and database, shared), else ``governance.db`` in the state directory.
@@ -206,7 +188,7 @@ class GovernanceDB:
                 raise
         except sqlite3.Error as exc:
             raise StoreError(
-                f"governance state at {self.path} failed: {exc}", retryable=_passing(exc)
+                f"governance state at {self.path} failed: {exc}", retryable=sqlite_error_may_pass(exc)
             ) from exc
         return result
 

@@ -43,7 +43,7 @@ from raygent.core.store.chain import seal, verify_chain
 from raygent.core.store.groupcommit import GroupCommit
 from raygent.core.store.sqlite_durable import SCHEMA_V2, SQLiteDurableMixin
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "sqlite_error_may_pass"]
 
 T = TypeVar("T")
 
@@ -157,13 +157,33 @@ _SCHEMA_V3: tuple[str, ...] = (
 _MIGRATIONS: tuple[tuple[str, ...], ...] = ((), _SCHEMA_V1, SCHEMA_V2, _SCHEMA_V3)
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+# Errors that may pass: a lock held by another process, a full or failing disk, a file being replaced. A
+# wrong statement or a broken constraint fails the same way again.
+_PASSING = _BUSY | {
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
+def _is_in(exc: sqlite3.Error, codes: frozenset[int]) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         # Extended codes (SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED_SHAREDCACHE, ...) keep the primary code in
         # the low byte.
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in codes
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return _is_in(exc, _BUSY)
+
+
+def sqlite_error_may_pass(exc: sqlite3.Error) -> bool:
+    """Whether the same SQLite call may succeed later (worth retrying)."""
+    return _is_in(exc, _PASSING)
 
 
 def _loads_payload(text: str) -> dict[str, Any]:
