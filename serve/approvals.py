@@ -27,7 +27,7 @@ from raygent.core.runs import RunOutput
 from raygent.core.store.base import AuditQuery, sha256_hex
 from raygent.governance.approvals import Approval, ApprovalStatus
 from raygent.governance.auth import Principal
-from raygent.governance.effects import IN_DOUBT_POLICY
+from raygent.governance.effects import is_in_doubt
 from raygent.governance.errors import PermissionDeniedError, TokenInvalidError
 from raygent.governance.settle import settle_in_doubt
 from raygent.serve.auth import GovernedApi, governed_api, principal_of
@@ -234,7 +234,7 @@ def _card(a: Approval, reasoning: list[str], csrf: str, base: str) -> str:
         )
     if decided:
         parts.append(f"<h3>Decisions</h3><ul>{decided}</ul>")
-    in_doubt = IN_DOUBT_POLICY in a.context.get("policies", [])
+    in_doubt = is_in_doubt(a)
     if in_doubt:
         parts.append(
             "<h3>Outcome unknown</h3><p class=in-doubt>This call has side effects and may already have "

@@ -237,6 +237,28 @@ class ApprovalBook:
             )
         return approval
 
+    async def held(
+        self, inp: ToolCallInput, decision: PolicyDecision, verdict: dict[str, Any] | None
+    ) -> Approval:
+        """The approval of this call, held now on first sight; one still pending past its timeout is
+        expired first (pending longer counts as denied)."""
+        approval = await self.find(inp.ctx.run_id, inp.call.id)
+        if approval is None:
+            approval = await self.hold(inp, decision, verdict)
+        if approval.status == "pending" and self._clock.now() >= approval.expires_at:
+            await self.expire_due()
+            approval = await self.get(approval.approval_id)
+        return approval
+
+    def grants(self, approval: Approval, inp: ToolCallInput) -> bool:
+        """Whether ``approval`` lets exactly this call through: approved, for these arguments, with
+        decisions whose signatures verify."""
+        return (
+            approval.status == "approved"
+            and approval.args_sha256 == arguments_sha256(inp.call.name, inp.call.arguments)
+            and self.signatures_valid(approval)
+        )
+
     async def get(self, approval_id: str) -> Approval:
         def read(conn: GovernanceConn) -> Approval | None:
             row = conn.execute(
@@ -384,21 +406,15 @@ class ApprovalBook:
 class ApprovalInterceptor(ToolInterceptor):
     """Holds calls whose decision requires approval; lets the resumed call through once approved."""
 
-    def __init__(self, book: ApprovalBook, writer: AuditWriter, clock: Clock) -> None:
+    def __init__(self, book: ApprovalBook, writer: AuditWriter) -> None:
         self._book = book
         self._writer = writer
-        self._clock = clock
 
     async def call_tool(self, inp: ToolCallInput) -> ToolCallOutput:
         decision = CURRENT_DECISION.get()
         if decision is None or "approval" not in decision.obligations:
             return await self.next.call_tool(inp)
-        approval = await self._book.find(inp.ctx.run_id, inp.call.id)
-        if approval is None:
-            approval = await self._book.hold(inp, decision, CURRENT_VERDICT.get())
-        if approval.status == "pending" and self._clock.now() >= approval.expires_at:
-            await self._book.expire_due()
-            approval = await self._book.get(approval.approval_id)
+        approval = await self._book.held(inp, decision, CURRENT_VERDICT.get())
         if approval.status == "pending":
             raise ApprovalRequiredError(
                 f"{inp.call.name} needs approval by {approval.approvals_needed} approver(s): "

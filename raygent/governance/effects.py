@@ -54,16 +54,28 @@ from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolInterce
 from raygent.core.messages import Usage
 from raygent.core.store.base import Store, canonical_json, sha256_hex
 from raygent.core.store.durable import EffectRecord
-from raygent.governance.approvals import Approval, ApprovalBook, arguments_sha256
+from raygent.governance.approvals import Approval, ApprovalBook
 from raygent.governance.audit import AuditWriter
 from raygent.governance.decision import PolicyDecision
 from raygent.governance.errors import ApprovalDeniedError, EffectInDoubtError
 from raygent.governance.gateway import error_result
 from raygent.governance.refusal import refuse
 
-__all__ = ["IN_DOUBT_POLICY", "EffectLedgerInterceptor", "EffectReplayInterceptor", "call_fingerprint"]
+__all__ = [
+    "IN_DOUBT_POLICY",
+    "EffectLedgerInterceptor",
+    "EffectReplayInterceptor",
+    "call_fingerprint",
+    "is_in_doubt",
+]
 
 IN_DOUBT_POLICY = "raygent.effects.in_doubt"
+
+
+def is_in_doubt(approval: Approval) -> bool:
+    """Whether ``approval`` is about an in-doubt side effect (held by the effect ledger, not a policy)."""
+    return IN_DOUBT_POLICY in approval.context.get("policies", []) and "idempotency_key" in approval.context
+
 
 _TIMEOUT_SLUG = "tool-timeout"
 _UNSETTLED_SLUGS = frozenset({_TIMEOUT_SLUG, "tool-pending"})
@@ -266,19 +278,10 @@ class EffectLedgerInterceptor(ToolInterceptor):
             raise self._in_doubt(inp, record)
         # One approval per attempt, apart from any policy approval of the same call (see the module doc).
         held = replace(inp, call=replace(inp.call, id=f"{record.key}:in-doubt:{record.attempts}"))
-        approval = await self._book.find(inp.ctx.run_id, held.call.id)
-        if approval is None:
-            approval = await self._book.hold(held, self._decision(inp, record), None)
-        if approval.status == "pending" and self._clock.now() >= approval.expires_at:
-            await self._book.expire_due()
-            approval = await self._book.get(approval.approval_id)
+        approval = await self._book.held(held, self._decision(inp, record), None)
         if approval.status == "pending":
             raise self._in_doubt(inp, record, approval)
-        if (
-            approval.status == "approved"
-            and approval.args_sha256 == arguments_sha256(inp.call.name, inp.call.arguments)
-            and self._book.signatures_valid(approval)
-        ):
+        if self._book.grants(approval, inp):
             return None
         err = ApprovalDeniedError(
             f"approval {approval.approval_id} of the in-doubt call {record.key} of {inp.call.name} is "

@@ -17,7 +17,7 @@ from raygent.core.clock import Clock
 from raygent.core.config import Fleet
 from raygent.core.interceptors import ToolCallInput, ToolCallOutput, ToolInterceptor
 from raygent.core.store.base import Store
-from raygent.governance.approvals import ApprovalBook, arguments_sha256
+from raygent.governance.approvals import ApprovalBook
 from raygent.governance.audit import AuditWriter
 from raygent.governance.decision import PolicyDecision
 from raygent.governance.errors import ApprovalDeniedError, ApprovalRequiredError
@@ -88,12 +88,7 @@ class QuarantineInterceptor(ToolInterceptor):
                     "reason": "quarantine",
                 },
             )
-        ok = (
-            approval.status == "approved"
-            and approval.args_sha256 == arguments_sha256(inp.call.name, inp.call.arguments)
-            and self._book.signatures_valid(approval)
-        )
-        if not ok:
+        if not self._book.grants(approval, inp):
             err = ApprovalDeniedError(
                 f"approval {approval.approval_id} of quarantined session {inp.ctx.session_id!r} is "
                 f"{approval.status} or does not match this call; refusing"

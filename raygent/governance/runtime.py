@@ -109,7 +109,7 @@ class Governance:
                 )
             )
         if fleet.policies is not None:
-            stages.append(ApprovalInterceptor(self.approvals, writer, self.clock))
+            stages.append(ApprovalInterceptor(self.approvals, writer))
         if fleet.spending.limits:
             stages.append(SpendingInterceptor(self.spending, fleet.spending.limits, writer))
         return stages

@@ -20,7 +20,7 @@ from typing import Any
 from raygent.core.errors import ConflictError, ValidationFailedError
 from raygent.core.store.base import canonical_json, sha256_hex
 from raygent.governance.approvals import Approval
-from raygent.governance.effects import IN_DOUBT_POLICY
+from raygent.governance.effects import is_in_doubt
 from raygent.governance.errors import ApprovalClosedError, SelfApprovalError
 from raygent.governance.runtime import Governance
 
@@ -41,7 +41,7 @@ async def settle_in_doubt(
     """
     approval = await gov.approvals.get(approval_id)
     context = approval.context
-    if IN_DOUBT_POLICY not in context.get("policies", []) or "idempotency_key" not in context:
+    if not is_in_doubt(approval):
         raise ValidationFailedError(
             f"approval {approval_id} is not about an in-doubt side effect; only those take a result "
             "recorded by hand"
