@@ -7,7 +7,7 @@ a streamed call to the router deployment; agent replicas and stateful session ac
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from raygent.core.errors import ModelError
@@ -31,15 +31,7 @@ class StreamingTerminal(ModelStage):
         self._on_delta = on_delta
 
     async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
-        final: ModelCallOutput | None = None
-        async for event in self._router.stream_model(inp):
-            if isinstance(event, StreamDelta):
-                await self._on_delta(event.text)
-            else:
-                final = event
-        if final is None:
-            raise ModelError("the model stream ended without a final response")
-        return final
+        return _final(await _forward(self._router.stream_model(inp), self._on_delta), "the model stream")
 
 
 class RemoteStreamingModelStage(ModelStage):
@@ -50,19 +42,31 @@ class RemoteStreamingModelStage(ModelStage):
         self._on_delta = on_delta
 
     async def call_model(self, inp: ModelCallInput) -> ModelCallOutput:
-        final: ModelCallOutput | None = None
         gen = self._handle.stream_model.remote(inp)
         try:
-            async for event in gen:
-                if isinstance(event, StreamDelta):
-                    await self._on_delta(event.text)
-                else:
-                    final = event
+            final = await _forward(gen, self._on_delta)
         except BaseException as exc:
             gen.cancel()  # the router stops generating for a run that is gone
             if isinstance(exc, Exception):
                 raise unwrap_remote_error(exc) from None
             raise
-        if final is None:
-            raise ModelError("the router's stream ended without a final response")
-        return final
+        return _final(final, "the router's stream")
+
+
+async def _forward(
+    events: AsyncIterator[StreamDelta | ModelCallOutput], on_delta: TextSink
+) -> ModelCallOutput | None:
+    """Send each text delta of a streamed call to ``on_delta``; returns the call's final output."""
+    final: ModelCallOutput | None = None
+    async for event in events:
+        if isinstance(event, StreamDelta):
+            await on_delta(event.text)
+        else:
+            final = event
+    return final
+
+
+def _final(final: ModelCallOutput | None, what: str) -> ModelCallOutput:
+    if final is None:
+        raise ModelError(f"{what} ended without a final response")
+    return final
