@@ -49,15 +49,23 @@ class Serving:
         await self.rates.close()
 
 
+def _redis(fleet: Fleet) -> tuple[str, str] | None:
+    """The fleet's Redis URL and key namespace when its store is Redis (the side ledgers live there too)."""
+    spec = fleet.store
+    if spec.kind == "redis" and spec.url is not None:
+        return spec.url, redis_namespace(spec.tenant, fleet.name)
+    return None
+
+
 def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
     """The idempotency and async-run ledgers: in the fleet's Redis when its store is Redis (so every
     ingress replica on every machine shares them), else in ``server.ledger_path`` beside the store."""
-    spec = fleet.store
-    if spec.kind == "redis" and spec.url is not None:
-        namespace = redis_namespace(spec.tenant, fleet.name)
+    spec, redis = fleet.store, _redis(fleet)
+    if redis is not None:
+        url, namespace = redis
         return (
-            RedisIdempotencyLedger(spec.url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
-            RedisAsyncRunLedger(spec.url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
+            RedisIdempotencyLedger(url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
+            RedisAsyncRunLedger(url, namespace=namespace, op_timeout_s=spec.op_timeout_s),
         )
     path = fleet.state_path(fleet.server.ledger_path)
     return (
@@ -68,13 +76,11 @@ def open_ledgers(fleet: Fleet) -> tuple[IdempotencyLedger, AsyncRunLedger]:
 
 def open_session_owners(fleet: Fleet) -> SessionOwners:
     """Who each session belongs to (governed fleets): beside the ledgers, in Redis or SQLite."""
-    spec = fleet.store
-    if spec.kind == "redis" and spec.url is not None:
+    spec, redis = fleet.store, _redis(fleet)
+    if redis is not None:
+        url, namespace = redis
         return RedisSessionOwners(
-            spec.url,
-            namespace=redis_namespace(spec.tenant, fleet.name),
-            ttl_s=spec.session_ttl_s,
-            op_timeout_s=spec.op_timeout_s,
+            url, namespace=namespace, ttl_s=spec.session_ttl_s, op_timeout_s=spec.op_timeout_s
         )
     return SQLiteSessionOwners(fleet.state_path(fleet.server.ledger_path), busy_timeout_s=spec.busy_timeout_s)
 
@@ -82,15 +88,11 @@ def open_session_owners(fleet: Fleet) -> SessionOwners:
 def open_rate_limits(fleet: Fleet) -> RateLimiter | SharedRateLimiter:
     """The rate-limit buckets: in the fleet's Redis when its store is Redis (one limit however many
     ingress replicas serve the fleet), else in this replica's memory."""
-    spec, server = fleet.store, fleet.server
-    if spec.kind == "redis" and spec.url is not None:
-        return SharedRateLimiter(
-            agent_limits(fleet.agents, server.rate_limit),
-            url=spec.url,
-            namespace=redis_namespace(spec.tenant, fleet.name),
-            op_timeout_s=spec.op_timeout_s,
-        )
-    return RateLimiter.for_agents(fleet.agents, server.rate_limit)
+    limits, redis = agent_limits(fleet.agents, fleet.server.rate_limit), _redis(fleet)
+    if redis is not None:
+        url, namespace = redis
+        return SharedRateLimiter(limits, url=url, namespace=namespace, op_timeout_s=fleet.store.op_timeout_s)
+    return RateLimiter(limits)
 
 
 def build_serving(
