@@ -27,13 +27,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import redis.asyncio as aioredis
 
 from raygent.core.config import AgentSpec, RateLimitSpec
 from raygent.core.errors import RateLimitedError, StoreError
-from raygent.core.store.redis import redis_errors_as_store_errors
+from raygent.core.store.redis import redis_client, redis_errors_as_store_errors
 
 __all__ = ["RateLimiter", "SharedRateLimiter", "agent_limits", "bucket_key"]
 
@@ -195,10 +192,7 @@ class SharedRateLimiter:
         self._limits = dict(limits)
         self.url = url
         self._namespace = namespace
-        # Any: redis-py's stubs type every command as "Awaitable[T] | T".
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s, decode_responses=False
-        )
+        self._r = redis_client(url, op_timeout_s=op_timeout_s)
         self._take = self._r.register_script(_TAKE)
         self.refused: dict[str, int] = dict.fromkeys(self._limits, 0)
         self.failed_open = 0

@@ -235,6 +235,17 @@ async def redis_errors_as_store_errors(url: str, what: str) -> AsyncIterator[Non
         raise StoreError(f"{what} at {where} failed: {exc}", retryable=False) from exc
 
 
+def redis_client(url: str, *, op_timeout_s: float, decode_responses: bool = False) -> Any:
+    """A redis-py asyncio client (its own connection pool) whose every call and connect is bounded by
+    ``op_timeout_s``; typed ``Any`` because redis-py's stubs type each command ``Awaitable[T] | T``."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=op_timeout_s,
+        socket_connect_timeout=op_timeout_s,
+        decode_responses=decode_responses,
+    )
+
+
 def redis_namespace(tenant: str, fleet: str) -> str:
     """The key prefix of one tenant's fleet; the braces make it a Redis Cluster hash tag."""
     return f"{{raygent:{tenant}:{fleet}}}"
@@ -311,10 +322,7 @@ class RedisStore:
         self.op_timeout_s = op_timeout_s
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._closed = False
-        # Any: redis-py's stubs type every command as "Awaitable[T] | T", which helps nobody here.
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s, decode_responses=False
-        )
+        self._r = redis_client(url, op_timeout_s=op_timeout_s)
         self._scripts: dict[str, Any] = {
             name: self._r.register_script(source)
             for name, source in (

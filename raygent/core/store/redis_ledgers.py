@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from raygent.core.errors import ConflictError
 from raygent.core.store.asyncruns import AsyncRunEntry
 from raygent.core.store.idempotency import IdempotencyEntry
-from raygent.core.store.redis import redis_errors_as_store_errors
+from raygent.core.store.redis import redis_client, redis_errors_as_store_errors
 
 __all__ = ["RedisAsyncRunLedger", "RedisIdempotencyLedger", "guarded"]
 
@@ -105,10 +103,7 @@ class _RedisLedger:
         self.url = url
         self.namespace = namespace
         self.op_timeout_s = op_timeout_s
-        # Any: redis-py's stubs type every command as "Awaitable[T] | T".
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s, decode_responses=False
-        )
+        self._r = redis_client(url, op_timeout_s=op_timeout_s)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A copy (e.g. handed to another Ray worker) opens its own connection pool.

@@ -16,8 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
+from raygent.core.store.redis import redis_client
 from raygent.core.store.redis_ledgers import guarded
 from raygent.core.store.sqlfile import SQLiteFile
 
@@ -77,9 +76,7 @@ class RedisSessionOwners:
         self, url: str, *, namespace: str, ttl_s: float | None = None, op_timeout_s: float = 5.0
     ) -> None:
         self.url, self.namespace, self.ttl_s, self.op_timeout_s = url, namespace, ttl_s, op_timeout_s
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s, decode_responses=True
-        )
+        self._r = redis_client(url, op_timeout_s=op_timeout_s, decode_responses=True)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_redis, (self.url, self.namespace, self.ttl_s, self.op_timeout_s))

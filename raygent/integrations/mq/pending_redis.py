@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from raygent.core.store.redis import redis_client
 from raygent.core.store.redis_ledgers import guarded
 from raygent.integrations.mq.envelope import Envelope
 from raygent.integrations.mq.pending import PendingRecord
@@ -92,9 +91,7 @@ class RedisPendingReplies:
 
     def __init__(self, url: str, *, namespace: str, op_timeout_s: float = 5.0) -> None:
         self.url, self.namespace = url, namespace
-        self._r: Any = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout_s, socket_connect_timeout=op_timeout_s, decode_responses=False
-        )
+        self._r = redis_client(url, op_timeout_s=op_timeout_s)
         self._register = self._r.register_script(_REGISTER)
         self._reply = self._r.register_script(_REPLY)
         self._expire = self._r.register_script(_EXPIRE)
