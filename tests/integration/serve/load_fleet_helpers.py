@@ -83,3 +83,23 @@ def wait_for(predicate: Any, timeout_s: float = 60, every_s: float = 0.1) -> Any
         if value or time.monotonic() > deadline:
             return value
         time.sleep(every_s)
+
+
+def stream_sse(
+    base_url: str, path: str, body: dict[str, Any], *, timeout_s: float = 60
+) -> list[tuple[str, Any]]:
+    """POST a run in stream mode with a real HTTP client; the parsed Server-Sent Events, once it ends."""
+    import httpx
+
+    from raygent.serve.sse import parse_events
+
+    received: list[str] = []
+    with (
+        httpx.Client(base_url=base_url, timeout=timeout_s) as client,
+        client.stream("POST", path, json=body) as resp,
+    ):
+        assert resp.status_code == 200, resp.read()
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for chunk in resp.iter_text():
+            received.append(chunk)
+    return parse_events("".join(received))

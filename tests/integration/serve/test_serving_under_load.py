@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from load_fleet_helpers import CALLBACK_SECRET, LoadFleet, wait_for
+from load_fleet_helpers import CALLBACK_SECRET, LoadFleet, stream_sse, wait_for
 
 from raygent.serve.callbacks import verify_signature
 from raygent.serve.sse import parse_events
@@ -127,16 +127,9 @@ def test_async_run_delivers_a_signed_callback(load_fleet: LoadFleet, receiver: t
 
 
 def test_sse_streams_steps_and_deltas_to_a_real_client(load_fleet: LoadFleet) -> None:
-    received: list[str] = []
-    with (
-        httpx.Client(base_url=load_fleet.base_url, timeout=30) as client,
-        client.stream("POST", "/v1/agents/multi/runs", json={"input": "hi", "mode": "stream"}) as resp,
-    ):
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        for chunk in resp.iter_text():
-            received.append(chunk)
-    events = parse_events("".join(received))
+    events = stream_sse(
+        load_fleet.base_url, "/v1/agents/multi/runs", {"input": "hi", "mode": "stream"}, timeout_s=30
+    )
     names = [name for name, _ in events]
     assert names[0] == "run" and names[-1] == "done" and "step" in names
     final = events[-1][1]

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from load_fleet_helpers import LoadFleet, wait_for
+from load_fleet_helpers import LoadFleet, stream_sse, wait_for
 
 from raygent.actors.checkpoint import Checkpointer
 from raygent.actors.stateful import checkpoint_key
@@ -43,17 +43,9 @@ def session_state(load: LoadFleet, session_id: str) -> dict[str, Any] | None:
 
 
 def test_sse_of_a_stateful_agent_streams_steps_and_deltas_to_a_real_client(load_fleet: LoadFleet) -> None:
-    received: list[str] = []
-    body = {"input": "hi", "mode": "stream", "session_id": "sse-keeper-1"}
-    with (
-        httpx.Client(base_url=load_fleet.base_url, timeout=60) as client,
-        client.stream("POST", RUNS, json=body) as resp,
-    ):
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        for chunk in resp.iter_text():
-            received.append(chunk)
-    events = parse_events("".join(received))
+    events = stream_sse(
+        load_fleet.base_url, RUNS, {"input": "hi", "mode": "stream", "session_id": "sse-keeper-1"}
+    )
     names = [name for name, _ in events]
     assert names[0] == "run" and names[-1] == "done", names
     final = events[-1][1]
