@@ -95,6 +95,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 proc.wait()
 
 
+def sign_in(page: Any, base_url: str, token: str) -> None:
+    """Fill the sign-in form the page is on with ``token``; back on the approvals list when done."""
+    page.fill("textarea[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/ui/approvals")
+
+
 def test_approver_signs_in_approves_and_the_run_completes(served: Served) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -116,9 +123,7 @@ def test_approver_signs_in_approves_and_the_run_completes(served: Served) -> Non
             page.set_default_timeout(120_000)  # deciding resumes the run within the request
             page.goto(f"{served.base_url}/ui/approvals")
             assert page.url.endswith("/ui/approvals/login")  # not signed in: sent to the sign-in form
-            page.fill("textarea[name=token]", approver)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{served.base_url}/ui/approvals")
+            sign_in(page, served.base_url, approver)
             assert page.inner_text("#who") == "alice"
             card = page.locator(f"[data-approval-id='{approval_id}']")
             text = card.inner_text()
@@ -231,9 +236,7 @@ def test_an_in_doubt_call_is_settled_on_the_page_with_the_result_the_backend_sho
             page = browser.new_page()
             page.set_default_timeout(120_000)
             page.goto(f"{served.base_url}/ui/approvals/login")
-            page.fill("textarea[name=token]", approver)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{served.base_url}/ui/approvals")
+            sign_in(page, served.base_url, approver)
             card = page.locator(f"[data-approval-id='{approval_id}']")
             text = card.inner_text()
             assert "Outcome unknown" in text and key in text and "It happened" in text
