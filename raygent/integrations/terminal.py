@@ -77,8 +77,16 @@ class PtyDriver:
 
         env = {**os.environ, "TERM": "vt100", "LINES": str(rows), "COLUMNS": str(cols)}
         try:
+            # use_poll: select() fails for a descriptor numbered 1024 or more, which a long-lived process
+            # with many connections (a gateway replica) hands out.
             self._child = pexpect.spawn(
-                command[0], command[1:], cwd=str(cwd), env=env, dimensions=(rows, cols), echo=False
+                command[0],
+                command[1:],
+                cwd=str(cwd),
+                env=env,
+                dimensions=(rows, cols),
+                echo=False,
+                use_poll=True,
             )
         except pexpect.ExceptionPexpect as exc:
             raise ToolLoadError(f"cannot start {command[0]!r}: {exc}") from None

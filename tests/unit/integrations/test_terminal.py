@@ -3,6 +3,8 @@ on a real pseudo-terminal."""
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 from pathlib import Path
 
@@ -59,6 +61,24 @@ def run(tool: TerminalToolSpec, **arguments: str) -> object:
 
 def test_reads_fields_at_positions() -> None:
     assert run(spec(), password="LEGACY1", order_id="1003") == {"status": "CANCELLED", "balance": "-396.36"}
+
+
+def test_a_process_with_over_1024_open_files_still_drives_the_screen() -> None:
+    """select() cannot watch a descriptor numbered 1024 or more; a busy process has such numbers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.fail(f"this machine allows only {hard} open files; the test needs 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run(spec(), password="LEGACY1", order_id="1003") == {
+            "status": "CANCELLED",
+            "balance": "-396.36",
+        }
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_an_error_screen_fails_with_its_line_and_the_screen() -> None:
