@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raygent.batch.client import BatchClient
-from raygent.batch.errors import BatchNotFoundError
+from raygent.batch.errors import BatchNotFoundError, JobSubmitError
 from raygent.batch.progress import ProgressStore
 from raygent.core.errors import BadRequestError, NotFoundError, PayloadTooLargeError, ValidationFailedError
 from raygent.serve.auth import caller_of, principal_of
@@ -91,7 +92,12 @@ def _submit(client: BatchClient, req: BatchRequest, text: str, caller: dict[str,
             requester=caller.get("requester", ""),
             end_user=caller.get("end_user", ""),
         )
-    client.submit(paths)
+    try:
+        client.submit(paths)
+    except JobSubmitError:
+        # No job exists for it and there is no resume over HTTP: leave nothing behind (a 503 creates nothing).
+        shutil.rmtree(paths.root, ignore_errors=True)
+        raise
     return paths.root.name
 
 

@@ -13,13 +13,21 @@ import os
 import shlex
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from raygent.batch.agents import with_tier
-from raygent.batch.errors import BatchInputError, BatchNotFoundError, BatchStateError, ClusterUnreachableError
+from raygent.batch.errors import (
+    BatchInputError,
+    BatchNotFoundError,
+    BatchStateError,
+    ClusterUnreachableError,
+    JobSubmitError,
+)
 from raygent.batch.manifest import BatchManifest, BatchPaths
 from raygent.batch.progress import ProgressStore, ProgressSummary
 from raygent.core.clock import Clock
@@ -33,6 +41,10 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 MAX_INPUT_BYTES = 200 * 1024 * 1024
 _LIVE_JOB_STATES = ("PENDING", "RUNNING")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# What Ray's job head answers (HTTP 500) when the head node's job agent has not registered within its
+# own 10 s wait: a head that is starting, or too busy to start its dashboard agent. It says to try again.
+_NO_AGENT = "No available agent"
+_SUBMIT_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,17 @@ class BatchClient:
         clock: Time source.
         address: Ray Jobs address; default ``RAY_ADDRESS`` (when it is an http URL) or
             ``http://127.0.0.1:8265``.
+        on_wait: Told (once) when a submission waits for the cluster's job agent, so a person sees why.
     """
 
     def __init__(
-        self, fleet: Fleet, fleet_file: Path | None = None, *, clock: Clock, address: str | None = None
+        self,
+        fleet: Fleet,
+        fleet_file: Path | None = None,
+        *,
+        clock: Clock,
+        address: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         env = os.environ.get("RAY_ADDRESS", "")
         self.address = address or (env if env.startswith("http") else DEFAULT_ADDRESS)
@@ -89,6 +108,7 @@ class BatchClient:
         self.fleet_file = fleet_file.resolve() if fleet_file is not None else None
         self.results_dir = fleet.state_path(fleet.batch.results_dir)
         self._clock = clock
+        self._on_wait = on_wait
         self._jobs: Any = None
 
     # -------------------------------------------------------------------------------------- creating
@@ -183,7 +203,7 @@ class BatchClient:
     def _submit(self, paths: BatchPaths, job_id: str) -> str:
         entrypoint = f"{shlex.quote(self._python())} -m raygent.batch.job {shlex.quote(str(paths.root))}"
         env = {k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",) if k in os.environ}
-        submitted: str = self.jobs().submit_job(
+        submitted = self._submit_job(
             entrypoint=entrypoint,
             submission_id=job_id,
             metadata={"raygent_batch": paths.root.name},
@@ -194,6 +214,43 @@ class BatchClient:
             # A resumed batch is live again from now on, not still "cancelled" until its job starts.
             progress.set_state("submitted", now=self._clock.now())
         return submitted
+
+    def _submit_job(self, **job: Any) -> str:
+        """``submit_job``, waiting up to ``batch.submit_wait_s`` while the head has no job agent.
+
+        Raises:
+            JobSubmitError: The cluster did not take the job (its answer, shortened, is in the text).
+        """
+        deadline = time.monotonic() + self.fleet.batch.submit_wait_s
+        waited = False
+        while True:
+            try:
+                submitted: str = self.jobs().submit_job(**job)
+                return submitted
+            except RuntimeError as exc:  # the Jobs SDK raises RuntimeError for every refusal
+                answer = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                if waited and "already exists" in answer and self._is_ours(job):
+                    return str(job["submission_id"])  # an earlier try went through; its answer was lost
+                if _NO_AGENT not in answer or time.monotonic() >= deadline:
+                    raise JobSubmitError(
+                        f"the Ray cluster at {self.address} did not take the job: {answer}"
+                        + (f" (waited {self.fleet.batch.submit_wait_s:g} s)" if waited else ""),
+                        extra={"address": self.address},
+                    ) from None
+                if not waited and self._on_wait is not None:
+                    self._on_wait(
+                        f"the cluster at {self.address} has no job agent yet (starting or busy); "
+                        f"retrying for up to {self.fleet.batch.submit_wait_s:g} s"
+                    )
+                waited = True
+                time.sleep(_SUBMIT_RETRY_S)
+
+    def _is_ours(self, job: dict[str, Any]) -> bool:
+        try:
+            info = self.jobs().get_job_info(job["submission_id"])
+        except Exception:  # unknown after all: not ours
+            return False
+        return bool((info.metadata or {}).get("raygent_batch") == job["metadata"]["raygent_batch"])
 
     def submit(self, paths: BatchPaths) -> str:
         """Submit the batch's first job; returns the Ray job's submission id (the batch id)."""

@@ -6,6 +6,7 @@ processes and maps to an HTTP status and a CLI exit code like every other raygen
     ├── BatchInputError         422  the input file as a whole is unusable (empty, unreadable, too big)
     ├── BatchStateError         409  the request does not fit the batch's state (resume a running batch)
     ├── ClusterUnreachableError 503  no Ray cluster (Jobs API) at the address
+    ├── JobSubmitError          503  the cluster answered but did not take the job (no job agent yet)
     └── WorkerLostError         500  the worker running an item went away (retryable: the item runs again)
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "BatchNotFoundError",
     "BatchStateError",
     "ClusterUnreachableError",
+    "JobSubmitError",
     "WorkerLostError",
 ]
 
@@ -54,6 +56,11 @@ class ClusterUnreachableError(OverloadedError):
     slug = "cluster-unreachable"
     title = "No Ray cluster at this address"
     default_retryable = False
+
+
+class JobSubmitError(OverloadedError):
+    slug = "job-submit-failed"
+    title = "The Ray cluster did not take the job"
 
 
 class WorkerLostError(BatchError):

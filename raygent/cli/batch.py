@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from raygent.batch.client import BatchClient, BatchView
+from raygent.batch.errors import JobSubmitError
 from raygent.batch.executor import LocalExecutor
 from raygent.batch.manifest import BatchPaths
 from raygent.batch.progress import ProgressStore, ProgressSummary
@@ -48,7 +49,9 @@ _TIERS = ("premium", "standard", "cheap", "agent")
 
 def _client(fleet_file: Path, state_dir: Path | None, address: str | None) -> BatchClient:
     fleet = load_fleet_or_exit(fleet_file, state_dir)
-    return BatchClient(fleet, fleet_file, clock=SystemClock(), address=address)
+    return BatchClient(
+        fleet, fleet_file, clock=SystemClock(), address=address, on_wait=lambda why: err.print(why)
+    )
 
 
 def _check_tier(tier: str | None) -> None:
@@ -174,7 +177,12 @@ def submit(
     client = _client(fleet_file, state_dir, address)
     client.jobs()  # no cluster: fail before the batch directory is made
     paths = client.create(file, agent=agent, tier=tier, max_concurrency=max_concurrency, workers=workers)
-    client.submit(paths)
+    try:
+        client.submit(paths)
+    except JobSubmitError as exc:
+        # The batch directory exists (input copied, nothing run): say how to start it later.
+        batch_id = paths.root.name
+        fail(f"{exc.detail}; batch {batch_id} is saved, start it with: raygent batch resume {batch_id}")
     sys.stdout.write(paths.root.name + "\n")
     sys.stdout.flush()
     err.print(f"submitted to {client.address}; follow with: raygent batch status {paths.root.name} --follow")

@@ -611,6 +611,13 @@ class BatchSpec(Strict):
     jobs_address: str = Field(
         default="http://127.0.0.1:8265", description="Ray Jobs API that POST /v1/batches submits to."
     )
+    submit_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="How long a submission waits for the cluster's job agent (a starting or busy head "
+        "has none yet and Ray answers 'try again later').",
+    )
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="POST /v1/batches body.")
 
 

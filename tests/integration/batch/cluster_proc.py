@@ -88,6 +88,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     _wait_for_jobs_api(info["dashboard_url"])
+    _wait_for_job_agent(info["dashboard_url"], Path(cluster.head_node.get_logs_dir_path()))
     write()
     while not stop.wait(0.2):
         pass
@@ -120,6 +121,34 @@ def _wait_for_jobs_api(url: str, timeout_s: float = 180.0) -> None:
             last = str(exc)
         time.sleep(0.5)
     raise SystemExit(f"the Ray Jobs API did not come up at {url} within {timeout_s:.0f} s (last: {last})")
+
+
+def _wait_for_job_agent(url: str, logs: Path, timeout_s: float = 180.0) -> None:
+    """Until the head's job agent runs a job: the dashboard answers before that agent has registered
+    (on a loaded 2-core machine, for tens of seconds), and every submission meanwhile is refused.
+    When it never comes, the agent's own log says why."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(url)
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            job = client.submit_job(entrypoint="true")
+        except RuntimeError as exc:
+            last = str(exc)[:200]
+            time.sleep(1)
+            continue
+        while time.monotonic() < deadline:
+            if client.get_job_status(job) in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                return
+            time.sleep(0.2)
+    tail = ""
+    for name in ("dashboard_agent.log", "raylet.out"):
+        if (logs / name).exists():
+            lines = (logs / name).read_text(errors="replace").splitlines()[-30:]
+            tail += f"\n--- {name}\n" + "\n".join(lines)
+    raise SystemExit(f"the head's job agent took no job within {timeout_s:.0f} s (last: {last}){tail}")
 
 
 def _token_file() -> str:
