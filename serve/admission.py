@@ -18,7 +18,8 @@ rest is told at once to retry, instead of being answered late.
 
 A refusal is an :class:`~raygent.core.errors.OverloadedError` (503 with ``Retry-After``) raised before
 anything is recorded, so a refused request leaves no run behind. Counters are per ingress replica,
-like Serve's own queue bound (which is per handle).
+like Serve's own queue bound (which is per handle); with ``server.replicas`` replicas each admits its
+share of every limit.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ class AgentLimits:
     batch_limit: int
 
     @classmethod
-    def of(cls, spec: AgentSpec) -> AgentLimits:
-        """The limits the fleet file implies for one agent."""
+    def of(cls, spec: AgentSpec, shares: int = 1) -> AgentLimits:
+        """The limits the fleet file implies for one agent, for one of ``shares`` ingress replicas (Serve
+        spreads requests evenly over them, so each holds its share and the sum stays the agent's)."""
         scaling = spec.autoscaling
         most = scaling.max_replicas if scaling else spec.replicas
         least = max(1, scaling.min_replicas) if scaling else spec.replicas
         capacity = spec.max_ongoing_requests * most + spec.max_queued_requests
         batch = spec.batch_max_inflight
         batch_limit = spec.max_ongoing_requests * least if batch is None else batch
+        if shares > 1:
+            capacity, batch_limit = -(-capacity // shares), max(1, -(-batch_limit // shares))
         return cls(capacity=capacity, batch_limit=min(capacity, batch_limit))
 
     def limit(self, priority: Priority) -> int:
@@ -124,8 +128,11 @@ class AdmissionController:
         self._freed: asyncio.Event | None = None
 
     @classmethod
-    def for_agents(cls, agents: Mapping[str, AgentSpec], *, retry_after_s: float) -> AdmissionController:
-        return cls({name: AgentLimits.of(spec) for name, spec in agents.items()}, retry_after_s=retry_after_s)
+    def for_agents(
+        cls, agents: Mapping[str, AgentSpec], *, retry_after_s: float, shares: int = 1
+    ) -> AdmissionController:
+        limits = {name: AgentLimits.of(spec, shares) for name, spec in agents.items()}
+        return cls(limits, retry_after_s=retry_after_s)
 
     def limits(self, agent: str) -> AgentLimits:
         return self._limits[agent]

@@ -62,6 +62,8 @@ class ApiService:
         agents: How agents are reached (Serve handles, or in-process loops).
         invoker: Alternative to ``agents`` for plain invokers (no replica ids, no step events).
         serving: Admission, idempotency and async parts (built from the fleet when omitted).
+        share_cancels: Serve replicas: a cancel reaches the replica that drives the run (see
+            :mod:`raygent.serve.cancels`).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class ApiService:
         agents: AgentPort | None = None,
         invoker: AgentInvoker | None = None,
         serving: Serving | None = None,
+        share_cancels: bool = False,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -84,7 +87,9 @@ class ApiService:
                 raise TypeError("ApiService needs agents= or invoker=")
             agents = InvokerPort(invoker)
         self.agents = agents
-        self.serving = serving or build_serving(fleet, store=store, agents=agents, clock=clock, tracer=tracer)
+        self.serving = serving or build_serving(
+            fleet, store=store, agents=agents, clock=clock, tracer=tracer, share_cancels=share_cancels
+        )
 
     async def read_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it passes the limit (never buffered whole)."""
@@ -208,9 +213,12 @@ class ApiService:
             return 202, {"run_id": run_id, "status": "cancelling"}
         if record is None:
             raise NotFoundError(f"there is no run {run_id!r}")
+        cancels = self.serving.cancels
+        if cancels is not None and await cancels.post(run_id):
+            return 202, {"run_id": run_id, "status": "cancelling"}
         raise RunFinishedError(
-            f"run {run_id!r} is a synchronous run driven by another ingress replica or a delegated run; "
-            "cancel the request that started it",
+            f"run {run_id!r} is not driven by any ingress replica (it is ending, or it is a delegated "
+            "run: cancel the run that delegated it)",
             extra={"run_id": run_id, "run_status": record.status},
         )
 

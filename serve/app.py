@@ -51,10 +51,10 @@ def agent_options(spec: AgentSpec) -> dict[str, Any]:
 
 
 def ingress_max_ongoing(fleet: Fleet) -> int:
-    """Requests the ingress replica holds at once: every run the agents can take, plus room to refuse
-    the rest itself. Were it smaller, excess requests would wait in the HTTP proxy's queue, where they
-    cannot be refused fast."""
-    capacity = sum(AgentLimits.of(spec).capacity for spec in fleet.agents.values())
+    """Requests one ingress replica holds at once: its share of every run the agents can take, plus room
+    to refuse the rest itself. Were it smaller, excess requests would wait in the HTTP proxy's queue,
+    where they cannot be refused fast."""
+    capacity = sum(AgentLimits.of(spec, fleet.server.replicas).capacity for spec in fleet.agents.values())
     return max(fleet.server.max_ongoing_requests, capacity + 256)
 
 
@@ -105,6 +105,7 @@ def build_app(fleet: Fleet, *, app_name: str | None = None) -> Application:
         ingress_actor["runtime_env"] = {"env_vars": env}
     return serve.deployment(
         name="ingress",
+        num_replicas=server.replicas,
         max_ongoing_requests=ingress_max_ongoing(fleet),
         max_queued_requests=server.max_queued_requests,
         ray_actor_options=ingress_actor,

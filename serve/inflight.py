@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from raygent.serve.errors import RunCancelledError
@@ -23,6 +23,9 @@ class InflightRuns:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Future[object]] = {}
+        # Called as each run starts (the cancel broadcast's idempotent start: a replica listens for
+        # cancels from the others once it drives a run).
+        self.on_run: Callable[[], None] | None = None
 
     def __contains__(self, run_id: str) -> bool:
         return run_id in self._tasks
@@ -34,6 +37,8 @@ class InflightRuns:
         return iter(list(self._tasks))
 
     async def run(self, run_id: str, work: Awaitable[T]) -> T:
+        if self.on_run is not None:
+            self.on_run()
         task: asyncio.Future[T] = asyncio.ensure_future(work)
         self._tasks[run_id] = task  # type: ignore[assignment]
         try:

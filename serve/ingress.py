@@ -28,6 +28,8 @@ class Ingress:
             agents=HandleAgentPort(agents),
             clock=SystemClock(),
             tracer=tracer,
+            # One replica drives every run it is asked to cancel; the board (an actor) is only for more.
+            share_cancels=fleet.server.replicas > 1,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -38,6 +40,9 @@ class Ingress:
         # Serve calls this every few seconds on the replica's event loop; it (re)starts the async-run
         # sweeper, so a restarted ingress takes over abandoned async runs even before any request.
         self._service.serving.runner.start()
+        cancels = self._service.serving.cancels
+        if cancels is not None:
+            cancels.start()  # before any run too: a replica that restarted may be handed one any time
         # Governed fleets: likewise the approvals sweeper (expiries, resuming runs whose approval was
         # decided while no ingress was up, or whose resume was lost in a restart).
         gov = governed_api(self._service)

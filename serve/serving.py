@@ -18,6 +18,7 @@ from raygent.core.store.sessionowners import RedisSessionOwners, SessionOwners, 
 from raygent.serve.admission import AdmissionController
 from raygent.serve.agents import AgentPort
 from raygent.serve.callbacks import CallbackSender
+from raygent.serve.cancels import CancelBroadcast
 from raygent.serve.idempotency import IdempotencyGuard
 from raygent.serve.inflight import InflightRuns
 from raygent.serve.ratelimit import RateLimiter, SharedRateLimiter, agent_limits
@@ -39,8 +40,11 @@ class Serving:
     sender: CallbackSender
     rates: RateLimiter | SharedRateLimiter
     session_owners: SessionOwners
+    cancels: CancelBroadcast | None = None  # Serve replicas: cancels reach the replica driving a run
 
     async def aclose(self) -> None:
+        if self.cancels is not None:
+            await self.cancels.aclose()
         await self.runner.aclose()
         await self.sender.aclose()
         await self.idempotency_ledger.close()
@@ -87,12 +91,13 @@ def open_session_owners(fleet: Fleet) -> SessionOwners:
 
 def open_rate_limits(fleet: Fleet) -> RateLimiter | SharedRateLimiter:
     """The rate-limit buckets: in the fleet's Redis when its store is Redis (one limit however many
-    ingress replicas serve the fleet), else in this replica's memory."""
+    ingress replicas serve the fleet), else in this replica's memory, with its share of each limit
+    (Serve spreads requests evenly over the ``server.replicas`` replicas)."""
     limits, redis = agent_limits(fleet.agents, fleet.server.rate_limit), _redis(fleet)
     if redis is not None:
         url, namespace = redis
         return SharedRateLimiter(limits, url=url, namespace=namespace, op_timeout_s=fleet.store.op_timeout_s)
-    return RateLimiter(limits)
+    return RateLimiter({name: spec.share(fleet.server.replicas) for name, spec in limits.items()})
 
 
 def build_serving(
@@ -105,14 +110,23 @@ def build_serving(
     sender: CallbackSender | None = None,
     lease_s: float = 30.0,
     sweep_interval_s: float = 2.0,
+    share_cancels: bool = False,
 ) -> Serving:
-    """The serving parts of one ingress replica; ledgers go to ``server.ledger_path`` in the state dir."""
+    """The serving parts of one ingress replica; ledgers go to ``server.ledger_path`` in the state dir.
+
+    ``share_cancels`` (Serve replicas, on Ray): cancel requests reach whichever replica drives the run.
+    """
     server = fleet.server
     idempotency_ledger, async_ledger = open_ledgers(fleet)
     session_owners = open_session_owners(fleet)
-    admission = AdmissionController.for_agents(fleet.agents, retry_after_s=server.retry_after_s)
+    admission = AdmissionController.for_agents(
+        fleet.agents, retry_after_s=server.retry_after_s, shares=server.replicas
+    )
     rates = open_rate_limits(fleet)
     inflight = InflightRuns()
+    cancels = CancelBroadcast(fleet.name, inflight) if share_cancels else None
+    if cancels is not None:
+        inflight.on_run = cancels.start
     idempotency = IdempotencyGuard(idempotency_ledger, ttl_s=server.idempotency_ttl_s, clock=clock)
     sender = sender or CallbackSender(server.callbacks, clock=clock)
     runner = AsyncRunner(
@@ -152,4 +166,5 @@ def build_serving(
         sender=sender,
         rates=rates,
         session_owners=session_owners,
+        cancels=cancels,
     )

@@ -417,6 +417,13 @@ class RateLimitSpec(Strict):
     def capacity(self) -> float:
         return float(self.burst if self.burst is not None else max(1, math.ceil(self.requests_per_s)))
 
+    def share(self, parts: int) -> RateLimitSpec:
+        """One of ``parts`` equal shares (each of ``parts`` ingress replicas keeping its own buckets)."""
+        if parts <= 1:
+            return self
+        burst = max(1, math.ceil(self.capacity / parts))
+        return self.model_copy(update={"requests_per_s": self.requests_per_s / parts, "burst": burst})
+
 
 class AgentSpec(Strict):
     description: str = ""
@@ -624,6 +631,13 @@ class BatchSpec(Strict):
 class ServerSpec(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Ingress (HTTP API) replicas. Each admits its share of every agent's capacity and, "
+        "without a Redis store, of every rate limit; a cancel reaches whichever replica drives the run.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     max_ongoing_requests: int = Field(default=256, ge=1)
     max_queued_requests: int = Field(default=1024, ge=0)

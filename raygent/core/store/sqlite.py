@@ -355,8 +355,7 @@ class SQLiteStore(SQLiteDurableMixin):
                 if not _is_busy(exc):
                     # An I/O hiccup may pass; a constraint or schema error will fail the same way again.
                     raise StoreError(
-                        f"SQLite store at {self.path} failed: {exc}",
-                        retryable=isinstance(exc, sqlite3.OperationalError),
+                        f"SQLite store at {self.path} failed: {exc}", retryable=sqlite_error_may_pass(exc)
                     ) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -30,6 +30,20 @@ def test_limits_follow_the_fleet_file() -> None:
     )
 
 
+def test_each_ingress_replica_admits_its_share() -> None:
+    agent = spec(max_ongoing_requests=8, max_queued_requests=17, replicas=2, batch_max_inflight=5)
+    assert AgentLimits.of(agent) == AgentLimits(capacity=33, batch_limit=5)
+    # Rounded up, so the replicas together admit at least what one would (never a limit of 0).
+    assert AgentLimits.of(agent, 2) == AgentLimits(capacity=17, batch_limit=3)
+    assert AgentLimits.of(agent, 100) == AgentLimits(capacity=1, batch_limit=1)
+    control = AdmissionController.for_agents({"a": agent}, retry_after_s=1, shares=2)
+    tickets = [control.try_admit("a", "interactive") for _ in range(17)]
+    with pytest.raises(OverloadedError):
+        control.try_admit("a", "interactive")
+    for ticket in tickets:
+        ticket.release()
+
+
 def test_batch_is_shed_first_and_slots_come_back() -> None:
     control = AdmissionController({"a": AgentLimits(capacity=3, batch_limit=1)}, retry_after_s=2)
     first = control.try_admit("a", "batch")

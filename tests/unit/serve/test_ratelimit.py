@@ -94,6 +94,25 @@ def test_agent_limit_overrides_the_server_default(tmp_path: Path) -> None:
     assert RateLimiter.for_agents(default.agents, default.server.rate_limit).stats()["a"]["burst"] == 3
 
 
+def test_each_ingress_replica_keeps_its_share_of_an_in_memory_limit(tmp_path: Path) -> None:
+    from raygent.serve.serving import open_rate_limits
+
+    spec = RateLimitSpec(requests_per_s=3, burst=5)
+    assert spec.share(1) is spec
+    assert (spec.share(2).requests_per_s, spec.share(2).capacity) == (1.5, 3)
+    assert spec.share(10).capacity == 1  # never an empty bucket
+    fleet = tiny_fleet(tmp_path, server={"replicas": 2}, rate_limit={"requests_per_s": 3, "burst": 5})
+    rates = open_rate_limits(fleet)
+    assert isinstance(rates, RateLimiter)
+    assert rates.stats()["a"] == {"requests_per_s": 1.5, "burst": 3, "per": "caller", "refused": 0}
+    clock = FakeClock()
+    limiter = RateLimiter({"a": spec.share(2)}, clock=clock)
+    for _ in range(3):
+        limiter.take("a", caller="c")
+    with pytest.raises(RateLimitedError):
+        limiter.take("a", caller="c")
+
+
 def test_bad_rate_limits_are_located_errors(tmp_path: Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text(

@@ -297,6 +297,20 @@ async def test_write_lock_timeout_raises_store_error(tmp_path: Path) -> None:
     await quick.close()
 
 
+async def test_a_broken_database_is_not_retryable(tmp_path: Path) -> None:
+    # "no such table" is an OperationalError too, but it fails the same way on every try: a caller
+    # (the run loop, a 503 with Retry-After) must not be told to try again.
+    path = tmp_path / "broken.db"
+    store = SQLiteStore(path)
+    await store.append_audit([draft()])
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE audit")
+    with pytest.raises(StoreError) as info:
+        await store.append_audit([draft()])
+    assert not info.value.retryable and "no such table" in info.value.detail
+    await store.close()
+
+
 # ----- opening, closing, pickling ----------------------------------------------------------------------
 
 
