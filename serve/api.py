@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import Tracer
@@ -32,7 +32,8 @@ from raygent.core.runs import AgentInvoker
 from raygent.core.store.base import AuditDraft, Store
 from raygent.serve.agents import AgentPort, InvokerPort
 from raygent.serve.approvals import approvals_router
-from raygent.serve.auth import caller_of, install_auth
+from raygent.serve.audit_api import audit_router
+from raygent.serve.auth import caller_of, install_auth, principal_of
 from raygent.serve.batches import batches_router
 from raygent.serve.errors import RunFinishedError
 from raygent.serve.idempotency import parse_idempotency_key
@@ -235,6 +236,7 @@ def build_api(service: ApiService) -> FastAPI:
     install_metrics(api, service)  # /metrics, run-request metrics, /v1/telemetry/* (issue 10)
     api.include_router(runs_ui_router(service))  # /ui/runs, /ui/runs/{id} (issue 10)
     api.include_router(batches_router(service))  # /v1/batches (issue 11)
+    api.include_router(audit_router(service))  # /v1/audit, /v1/audit/verify
     access = RunAccess(service)  # governed fleets: a run is shown only to its owners (serve/ownership.py)
 
     @api.exception_handler(RaygentError)
@@ -299,6 +301,25 @@ def build_api(service: ApiService) -> FastAPI:
             client=request.client.host if request.client else "",
             **caller_of(request),
         )
+
+    @api.get("/v1/runs", responses={422: {}})
+    async def list_runs(
+        request: Request,
+        agent: str | None = Query(default=None, max_length=128),
+        limit: int = Query(default=50, ge=1, le=1000),
+    ) -> JSONResponse:
+        """The newest runs (of one agent), as ``GET /v1/runs/{id}`` shows them; in a governed fleet only
+        the caller's own unless they hold ``runs:read_all``."""
+        principal = principal_of(request)
+        sees_all = access.allows(principal, requester="", end_user="", all_runs=READ_ALL_RUNS)
+        owner = None if sees_all else (principal.subject if principal else "")
+        runs = await service.store.list_runs(agent=agent, limit=limit, owner=owner)
+        shown = [
+            record_view(r)
+            for r in runs
+            if access.allows(principal, requester=r.requester, end_user=r.end_user, all_runs=READ_ALL_RUNS)
+        ]
+        return JSONResponse({"runs": shown})
 
     @api.get("/v1/runs/{run_id}", response_model=RunResponse)
     async def get_run(run_id: str, request: Request) -> JSONResponse:

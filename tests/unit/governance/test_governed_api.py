@@ -200,6 +200,16 @@ async def test_roles_limit_the_other_routes(governed: GovernedClient) -> None:
     assert (await governed.http.get("/v1/serving/stats", headers=approver)).status_code == 403
 
 
+async def test_the_audit_trail_over_http_is_for_audit_readers(governed: GovernedClient) -> None:
+    await governed.ask("C105", "where is order 1004?")
+    customer, auditor = governed.customer("C105"), governed.auth("erin", "auditor")
+    assert (await governed.http.get("/v1/audit", headers=customer)).status_code == 403
+    assert (await governed.http.get("/v1/audit/verify", headers=customer)).status_code == 403
+    records = (await governed.http.get("/v1/audit", headers=auditor)).json()["records"]
+    assert records and {"seq", "hash", "prev_hash", "kind", "payload"} <= set(records[0])
+    assert (await governed.http.get("/v1/audit/verify", headers=auditor)).json()["ok"] is True
+
+
 # ----- the example's rules ---------------------------------------------------------------------------
 
 

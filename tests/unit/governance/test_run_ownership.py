@@ -52,6 +52,28 @@ async def started(client: GovernedClient, headers: dict[str, str], text: str, **
     return run_id
 
 
+async def test_listing_runs_shows_a_caller_their_own_unless_they_read_all(governed: GovernedClient) -> None:
+    mine = await started(governed, governed.customer("C105"), "where is order 1004?")
+    theirs = await started(governed, governed.customer("C106"), "where is order 1005?")
+
+    async def listed(headers: dict[str, str], **params: Any) -> list[str]:
+        resp = await governed.http.get("/v1/runs", params=params, headers=headers)
+        assert resp.status_code == 200, resp.text
+        return [r["run_id"] for r in resp.json()["runs"]]
+
+    own = await listed(governed.customer("C105"))
+    assert mine in own and theirs not in own
+    assert theirs in await listed(governed.customer("C106"))
+    everyone = await listed(governed.auth("erin", "auditor"), agent="support", limit=1000)
+    assert {mine, theirs} <= set(everyone)
+    assert await listed(governed.auth("erin", "auditor"), agent="nobody") == []
+    assert (
+        await governed.http.get("/v1/runs", headers=governed.auth("alice", "approver"))
+    ).status_code == 403
+    bad = await governed.http.get("/v1/runs", params={"limit": 0}, headers=governed.customer("C105"))
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+
+
 async def test_a_run_is_shown_only_to_its_requester_its_end_user_or_read_all(
     governed: GovernedClient,
 ) -> None:

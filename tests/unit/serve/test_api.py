@@ -180,3 +180,17 @@ async def test_health_ready_agents_and_openapi(client: httpx.AsyncClient) -> Non
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["input"] and schema["additionalProperties"] is False
     assert "/v1/runs/{run_id}" in spec["paths"]
+
+
+async def test_runs_are_listed_newest_first_as_get_shows_them(client: httpx.AsyncClient) -> None:
+    support = (await client.post("/v1/agents/support/runs", json={"input": "where is order 1006?"})).json()
+    first = (await client.post("/v1/agents/orders/runs", json={"input": "where is order 1004?"})).json()
+    second = (await client.post("/v1/agents/orders/runs", json={"input": "where is order 1005?"})).json()
+    listed = (await client.get("/v1/runs", params={"limit": 2})).json()["runs"]
+    assert [r["run_id"] for r in listed] == [second["run_id"], first["run_id"]]
+    assert listed[0] == (await client.get(f"/v1/runs/{second['run_id']}")).json()
+    only = (await client.get("/v1/runs", params={"agent": "orders", "limit": 1})).json()["runs"]
+    assert [r["run_id"] for r in only] == [second["run_id"]]
+    # The support run delegated to the orders agent: that run is the orders agent's.
+    of_support = (await client.get("/v1/runs", params={"agent": "support"})).json()["runs"]
+    assert [r["run_id"] for r in of_support] == [support["run_id"]]

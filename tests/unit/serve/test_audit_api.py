@@ -1,0 +1,102 @@
+"""The audit trail over HTTP (in process, no Ray): the records of a run in chain order, paged by
+sequence number; bad parameters are problem documents; the chain check names a tampered record.
+(Who may read it in a governed fleet: tests/unit/governance/test_governed_api.py.)"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from raygent.actors.inprocess import InProcessFleet
+from raygent.core.clock import SystemClock
+from raygent.core.config import Fleet
+from raygent.core.store import SQLiteStore
+from raygent.core.store.base import AuditQuery
+from raygent.serve.api import ApiService, build_api
+
+
+@pytest.fixture
+async def client(
+    example_fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
+) -> AsyncIterator[httpx.AsyncClient]:
+    service = ApiService(
+        example_fleet,
+        store=store,
+        invoker=inproc,
+        clock=SystemClock(),
+        tracer=tracer_provider.get_tracer("t"),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_api(service)), base_url="http://t"
+    ) as c:
+        yield c
+
+
+async def run(client: httpx.AsyncClient, text: str) -> str:
+    resp = await client.post("/v1/agents/support/runs", json={"input": text})
+    assert resp.status_code == 200, resp.text
+    run_id: str = resp.json()["run_id"]
+    return run_id
+
+
+async def test_a_runs_records_in_chain_order_paged_by_sequence(
+    client: httpx.AsyncClient, store: SQLiteStore
+) -> None:
+    run_id = await run(client, "where is order 1004?")
+    await run(client, "where is order 1005?")
+    expected = [r.to_dict() for r in await store.query_audit(AuditQuery(run_id=run_id))]
+    assert len(expected) >= 3  # prompt, model step, tool call, ...
+
+    whole = (await client.get("/v1/audit", params={"run_id": run_id})).json()
+    assert whole == {"records": expected, "next_after_seq": None}
+
+    pages: list[dict[str, object]] = []
+    after = 0
+    while True:
+        page = (
+            await client.get("/v1/audit", params={"run_id": run_id, "limit": 2, "after_seq": after})
+        ).json()
+        pages += page["records"]
+        if page["next_after_seq"] is None:
+            break
+        after = page["next_after_seq"]
+    assert pages == expected
+
+    tools = (await client.get("/v1/audit", params={"kind": "tool_call", "limit": 1000})).json()["records"]
+    assert tools and all(r["kind"] == "tool_call" for r in tools)
+    assert {r["run_id"] for r in tools} >= {run_id}
+
+
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 5000}, "limit"),
+        ({"after_seq": -1}, "after_seq"),
+        ({"since": "x"}, "since"),
+    ],
+)
+async def test_bad_parameters_are_problem_documents(
+    client: httpx.AsyncClient, params: dict[str, object], where: str
+) -> None:
+    resp = await client.get("/v1/audit", params=params)
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json"
+    assert where in resp.text
+
+
+async def test_verify_names_the_first_tampered_record(
+    client: httpx.AsyncClient, example_fleet: Fleet
+) -> None:
+    await run(client, "where is order 1004?")
+    ok = (await client.get("/v1/audit/verify")).json()
+    assert ok["ok"] is True and ok["records_checked"] >= 3 and ok["first_bad_seq"] is None
+    with sqlite3.connect(example_fleet.state_path("raygent.db")) as conn:
+        conn.execute("DROP TRIGGER audit_no_update")  # what someone with the file could do
+        conn.execute("UPDATE audit SET payload = ? WHERE seq = 2", (json.dumps({"edited": True}),))
+    bad = (await client.get("/v1/audit/verify")).json()
+    assert bad["ok"] is False and bad["first_bad_seq"] == 2 and bad["reason"]
