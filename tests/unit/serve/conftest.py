@@ -1,14 +1,40 @@
-"""Fixtures of the serving tests: a real local HTTP receiver for callbacks."""
+"""Fixtures of the serving tests: the example fleet's HTTP API in process, and a real local HTTP
+receiver for callbacks."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from serving_helpers import Receiver
+
+from raygent.actors.inprocess import InProcessFleet
+from raygent.core.clock import SystemClock
+from raygent.core.config import Fleet
+from raygent.core.store import SQLiteStore
+from raygent.serve.api import ApiService, build_api
+
+
+@pytest.fixture
+async def client(
+    example_fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
+) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx over ASGI to the example fleet's API (no Ray); a test file may define its own ``client``."""
+    service = ApiService(
+        example_fleet,
+        store=store,
+        invoker=inproc,
+        clock=SystemClock(),
+        tracer=tracer_provider.get_tracer("api"),
+    )
+    transport = httpx.ASGITransport(app=build_api(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
 
 
 @pytest.fixture

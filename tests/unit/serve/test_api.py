@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,22 +15,6 @@ from raygent.core.config import Fleet
 from raygent.core.store import SQLiteStore
 from raygent.core.store.base import AuditQuery
 from raygent.serve.api import ApiService, build_api
-
-
-@pytest.fixture
-async def client(
-    example_fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
-) -> AsyncIterator[httpx.AsyncClient]:
-    service = ApiService(
-        example_fleet,
-        store=store,
-        invoker=inproc,
-        clock=SystemClock(),
-        tracer=tracer_provider.get_tracer("api"),
-    )
-    transport = httpx.ASGITransport(app=build_api(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        yield c
 
 
 def counts(fleet: Fleet) -> tuple[int, int]:

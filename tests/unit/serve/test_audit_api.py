@@ -6,35 +6,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 
-from raygent.actors.inprocess import InProcessFleet
-from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
 from raygent.core.store import SQLiteStore
 from raygent.core.store.base import AuditQuery
-from raygent.serve.api import ApiService, build_api
-
-
-@pytest.fixture
-async def client(
-    example_fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
-) -> AsyncIterator[httpx.AsyncClient]:
-    service = ApiService(
-        example_fleet,
-        store=store,
-        invoker=inproc,
-        clock=SystemClock(),
-        tracer=tracer_provider.get_tracer("t"),
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=build_api(service)), base_url="http://t"
-    ) as c:
-        yield c
 
 
 async def run(client: httpx.AsyncClient, text: str) -> str:
