@@ -307,19 +307,33 @@ def build_api(service: ApiService) -> FastAPI:
         request: Request,
         agent: str | None = Query(default=None, max_length=128),
         limit: int = Query(default=50, ge=1, le=1000),
+        before: str | None = Query(default=None, max_length=256, description="next_before of a page."),
     ) -> JSONResponse:
-        """The newest runs (of one agent), as ``GET /v1/runs/{id}`` shows them; in a governed fleet only
-        the caller's own unless they hold ``runs:read_all``."""
+        """The newest runs (of one agent), as ``GET /v1/runs/{id}`` shows them, a page at a time
+        (``before=next_before``; null on the last page); in a governed fleet only the caller's own unless
+        they hold ``runs:read_all``."""
         principal = principal_of(request)
         sees_all = access.allows(principal, requester="", end_user="", all_runs=READ_ALL_RUNS)
         owner = None if sees_all else (principal.subject if principal else "")
-        runs = await service.store.list_runs(agent=agent, limit=limit, owner=owner)
+        if before is not None and not sees_all:
+            # Only one's own run can be a cursor: another's id must answer as if it did not exist.
+            cursor = await service.store.get_run(before)
+            if cursor is None or not access.allows(
+                principal, requester=cursor.requester, end_user=cursor.end_user, all_runs=READ_ALL_RUNS
+            ):
+                raise ValidationFailedError(
+                    f"before={before!r} is not a run of this listing; pass the last run id of the previous "
+                    "page",
+                    extra={"before": before},
+                )
+        runs = await service.store.list_runs(agent=agent, limit=limit, owner=owner, before=before)
         shown = [
             record_view(r)
             for r in runs
             if access.allows(principal, requester=r.requester, end_user=r.end_user, all_runs=READ_ALL_RUNS)
         ]
-        return JSONResponse({"runs": shown})
+        next_before = runs[-1].run_id if len(runs) == limit else None
+        return JSONResponse({"runs": shown, "next_before": next_before})
 
     @api.get("/v1/runs/{run_id}", response_model=RunResponse)
     async def get_run(run_id: str, request: Request) -> JSONResponse:

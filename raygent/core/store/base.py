@@ -201,9 +201,18 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def list_runs(
-        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+        self,
+        *,
+        agent: str | None = None,
+        limit: int = 50,
+        owner: str | None = None,
+        before: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally of one agent and of one owner (its requester or end user)."""
+        """Runs newest first, optionally of one agent and of one owner (its requester or end user).
+
+        ``before`` (a run id, the last of the previous page) pages on: the runs listed after it, however
+        many runs were created since. ValidationFailedError when it is not a run of this listing.
+        """
         ...
 
     async def append_audit(self, drafts: list[AuditDraft]) -> list[AuditRecord]:

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from raygent.core.clock import Clock, SystemClock
-from raygent.core.errors import ConflictError, NotFoundError, StoreError
+from raygent.core.errors import ConflictError, NotFoundError, StoreError, ValidationFailedError
 from raygent.core.store.base import (
     GENESIS_HASH,
     AuditDraft,
@@ -78,8 +78,8 @@ if redis.call('HSETNX', KEYS[1], 'i', ARGV[1]) == 0 then
   if redis.call('HGET', KEYS[1], 'w') == ARGV[5] then return 1 end
   return 0
 end
-redis.call('HSET', KEYS[1], 'm', ARGV[2], 'w', ARGV[5])
 local member = string.format('%015d', redis.call('INCR', KEYS[4])) .. ':' .. ARGV[4]
+redis.call('HSET', KEYS[1], 'm', ARGV[2], 'w', ARGV[5], 'z', member)
 redis.call('ZADD', KEYS[2], ARGV[3], member)
 redis.call('ZADD', KEYS[3], ARGV[3], member)
 return 1
@@ -439,18 +439,25 @@ class RedisStore:
         return None if immutable is None else _run_from(immutable, mutable)
 
     async def list_runs(
-        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+        self,
+        *,
+        agent: str | None = None,
+        limit: int = 50,
+        owner: str | None = None,
+        before: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (by ``created_at``, then insertion order), optionally of one agent and of one
-        owner (requester or end user). There is no per-owner index: an owner's runs are found by reading
-        the newest runs page by page, at most ``_OWNER_SCAN`` of them."""
+        owner (requester or end user); ``before`` pages on after that run (its place in the index is
+        looked up now, so runs created since do not shift the page). There is no per-owner index: an
+        owner's runs are found by reading the newest runs page by page, at most ``_OWNER_SCAN`` of them."""
         if limit <= 0:
             return []
         index = self._key("runs", "agent", agent) if agent is not None else self._key("runs")
         found: list[RunRecord] = []
         page = limit if owner is None else max(limit, 200)
-        start = 0
-        while len(found) < limit and start < (limit if owner is None else _OWNER_SCAN):
+        start = 0 if before is None else await self._after(index, before)
+        first = start
+        while len(found) < limit and start - first < (limit if owner is None else _OWNER_SCAN):
             members = await self._do(self._r.zrevrange(index, start, start + page - 1))
             if not members:
                 break
@@ -463,6 +470,22 @@ class RedisStore:
             found += [r for r in runs if owner is None or owner in (r.requester, r.end_user)]
             start += page
         return found[:limit]
+
+    async def _after(self, index: str, before: str) -> int:
+        """The index position just after run ``before`` (newest first)."""
+        member = await self._do(self._r.hget(self._key("r", before), "z"))
+        if member is None and await self._do(self._r.hexists(self._key("r", before), "i")):
+            # Stored before runs kept their index member: find it in the index (once per such page).
+            async for found, _ in self._r.zscan_iter(index, match=f"*:{before}"):
+                member = found
+                break
+        rank = None if member is None else await self._do(self._r.zrevrank(index, member))
+        if rank is None:
+            raise ValidationFailedError(
+                f"before={before!r} is not a run of this listing; pass the last run id of the previous page",
+                extra={"before": before},
+            )
+        return int(rank) + 1
 
     # ----- audit -------------------------------------------------------------------------------------
 

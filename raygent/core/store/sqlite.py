@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from raygent.core.clock import Clock, SystemClock
-from raygent.core.errors import ConflictError, NotFoundError, StoreError
+from raygent.core.errors import ConflictError, NotFoundError, StoreError, ValidationFailedError
 from raygent.core.store.base import (
     GENESIS_HASH,
     AuditDraft,
@@ -184,6 +184,13 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def sqlite_error_may_pass(exc: sqlite3.Error) -> bool:
     """Whether the same SQLite call may succeed later (worth retrying)."""
     return _is_in(exc, _PASSING)
+
+
+def _unknown_cursor(before: str) -> ValidationFailedError:
+    return ValidationFailedError(
+        f"before={before!r} is not a run of this listing; pass the last run id of the previous page",
+        extra={"before": before},
+    )
 
 
 def _loads_payload(text: str) -> dict[str, Any]:
@@ -500,10 +507,15 @@ class SQLiteStore(SQLiteDurableMixin):
         return await self._call(read, write=False)
 
     async def list_runs(
-        self, *, agent: str | None = None, limit: int = 50, owner: str | None = None
+        self,
+        *,
+        agent: str | None = None,
+        limit: int = 50,
+        owner: str | None = None,
+        before: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (by ``created_at``, then insertion order), optionally of one agent and of one
-        owner (the run's requester or end user)."""
+        owner (the run's requester or end user); ``before`` pages on after that run."""
         clauses: list[str] = []
         params: list[Any] = []
         if agent is not None:
@@ -512,9 +524,16 @@ class SQLiteStore(SQLiteDurableMixin):
         if owner is not None:
             clauses.append("(requester = ? OR end_user = ?)")
             params += [owner, owner]
+        if before is not None:
+            clauses.append("(created_at, rowid) < (SELECT created_at, rowid FROM runs WHERE run_id = ?)")
+            params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
         def read(conn: sqlite3.Connection) -> list[RunRecord]:
+            if before is not None:
+                cursor = conn.execute("SELECT agent FROM runs WHERE run_id = ?", (before,)).fetchone()
+                if cursor is None or (agent is not None and cursor[0] != agent):
+                    raise _unknown_cursor(before)
             rows = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*params, max(0, limit)],

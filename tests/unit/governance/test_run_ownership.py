@@ -70,6 +70,15 @@ async def test_listing_runs_shows_a_caller_their_own_unless_they_read_all(govern
     assert (
         await governed.http.get("/v1/runs", headers=governed.auth("alice", "approver"))
     ).status_code == 403
+    # Another caller's run id is no cursor for C105: the same answer as for an unknown id.
+    foreign = await governed.http.get(
+        "/v1/runs", params={"before": theirs}, headers=governed.customer("C105")
+    )
+    unknown = await governed.http.get(
+        "/v1/runs", params={"before": "run_x"}, headers=governed.customer("C105")
+    )
+    assert foreign.status_code == unknown.status_code == 422
+    assert foreign.json()["detail"].replace(theirs, "run_x") == unknown.json()["detail"]
     bad = await governed.http.get("/v1/runs", params={"limit": 0}, headers=governed.customer("C105"))
     assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
 

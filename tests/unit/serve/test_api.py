@@ -174,6 +174,12 @@ async def test_runs_are_listed_newest_first_as_get_shows_them(client: httpx.Asyn
     assert listed[0] == (await client.get(f"/v1/runs/{second['run_id']}")).json()
     only = (await client.get("/v1/runs", params={"agent": "orders", "limit": 1})).json()["runs"]
     assert [r["run_id"] for r in only] == [second["run_id"]]
+    assert (await client.get("/v1/runs", params={"limit": 2})).json()["next_before"] == first["run_id"]
+    rest = (await client.get("/v1/runs", params={"before": first["run_id"], "limit": 50})).json()
+    assert rest["next_before"] is None and first["run_id"] not in [r["run_id"] for r in rest["runs"]]
+    assert rest["runs"][-1]["run_id"] == support["run_id"]  # the oldest, after its delegated run
+    unknown = await client.get("/v1/runs", params={"before": "run_nope"})
+    assert unknown.status_code == 422 and "not a run of this listing" in unknown.json()["detail"]
     # The support run delegated to the orders agent: that run is the orders agent's.
     of_support = (await client.get("/v1/runs", params={"agent": "support"})).json()["runs"]
     assert [r["run_id"] for r in of_support] == [support["run_id"]]
