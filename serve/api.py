@@ -139,8 +139,27 @@ class ApiService:
             )
         return req
 
-    async def audit_rejection(self, request: Request, agent: str, err: RaygentError) -> None:
-        """Rejected requests leave an audit record (who tried what), never a run."""
+    async def audit_rejection(
+        self, request: Request, agent: str, err: RaygentError | dict[str, Any], *, stage: str = "ingress"
+    ) -> None:
+        """Rejected requests leave an audit record (who tried what), never a run. ``err`` is the error,
+        or the problem document of a plain HTTP status (no route, wrong method, internal error)."""
+        if isinstance(err, RaygentError):
+            status, error_type, detail = err.status, err.slug, err.detail
+        else:
+            status, error_type, detail = err["status"], f"http-{err['status']}", err["detail"]
+        principal = principal_of(request)
+        payload: dict[str, Any] = {
+            "stage": stage,
+            "status": status,
+            "error_type": error_type,
+            "detail": detail,
+            "method": request.method,
+            "path": request.url.path,
+            "client": request.client.host if request.client else None,
+        }
+        if principal is not None:
+            payload["caller"] = principal.subject
         draft = AuditDraft(
             ts=self.clock.now(),
             kind="error",
@@ -148,14 +167,7 @@ class ApiService:
             session_id="",
             agent=agent if agent in self.fleet.agents else "",
             identity="",
-            payload={
-                "stage": "ingress",
-                "status": err.status,
-                "error_type": err.slug,
-                "detail": err.detail,
-                "path": request.url.path,
-                "client": request.client.host if request.client else None,
-            },
+            payload=payload,
         )
         try:
             await self.store.append_audit([draft])
@@ -239,8 +251,12 @@ def build_api(service: ApiService) -> FastAPI:
     api.include_router(audit_router(service))  # /v1/audit, /v1/audit/verify
     access = RunAccess(service)  # governed fleets: a run is shown only to its owners (serve/ownership.py)
 
+    # Every refusal a route raises is audited (stage "http"), like the refusals of run requests (stage
+    # "ingress") and of the auth middleware (stage "auth"), which answer before these handlers.
+
     @api.exception_handler(RaygentError)
     async def _raygent_error(request: Request, exc: RaygentError) -> Response:
+        await service.audit_rejection(request, "", exc, stage="http")
         return error_response(exc, instance=request.url.path)
 
     @api.exception_handler(StarletteHTTPException)
@@ -248,20 +264,23 @@ def build_api(service: ApiService) -> FastAPI:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             detail = f"no route for {request.method} {request.url.path}"
-        return problem_response(status_problem(exc.status_code, detail, instance=request.url.path))
+        problem = status_problem(exc.status_code, detail, instance=request.url.path)
+        await service.audit_rejection(request, "", problem, stage="http")
+        return problem_response(problem)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         detail = f"{errors[0]['loc']}: {errors[0]['message']}" if errors else "invalid request"
+        await service.audit_rejection(request, "", ValidationFailedError(detail), stage="http")
         return problem_response(status_problem(422, detail, instance=request.url.path, errors=errors))
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            status_problem(500, "internal error; see the server log", instance=request.url.path)
-        )
+        problem = status_problem(500, "internal error; see the server log", instance=request.url.path)
+        await service.audit_rejection(request, "", problem, stage="http")
+        return problem_response(problem)
 
     @api.post(
         _RUNS_PATH,

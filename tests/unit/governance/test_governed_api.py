@@ -208,6 +208,13 @@ async def test_the_audit_trail_over_http_is_for_audit_readers(governed: Governed
     records = (await governed.http.get("/v1/audit", headers=auditor)).json()["records"]
     assert records and {"seq", "hash", "prev_hash", "kind", "payload"} <= set(records[0])
     assert (await governed.http.get("/v1/audit/verify", headers=auditor)).json()["ok"] is True
+    # A refusal past the auth middleware is audited with who was refused.
+    assert (await governed.http.get("/v1/runs/run_guess", headers=customer)).status_code == 404
+    refusals = (await governed.http.get("/v1/audit", params={"kind": "error"}, headers=auditor)).json()
+    probe = [r for r in refusals["records"] if r["payload"].get("path") == "/v1/runs/run_guess"]
+    assert [(r["payload"]["stage"], r["payload"]["caller"], r["payload"]["status"]) for r in probe] == [
+        ("http", "C105", 404)
+    ]
 
 
 # ----- the example's rules ---------------------------------------------------------------------------

@@ -78,3 +78,21 @@ async def test_verify_names_the_first_tampered_record(
         conn.execute("UPDATE audit SET payload = ? WHERE seq = 2", (json.dumps({"edited": True}),))
     bad = (await client.get("/v1/audit/verify")).json()
     assert bad["ok"] is False and bad["first_bad_seq"] == 2 and bad["reason"]
+
+
+async def test_every_refusal_of_a_route_is_audited(client: httpx.AsyncClient, store: SQLiteStore) -> None:
+    refused = [
+        (await client.get("/v1/runs/run_nope"), 404, "not-found"),
+        (await client.get("/v1/audit", params={"limit": 0}), 422, "validation-failed"),
+        (await client.post("/v1/runs/run_nope/cancel"), 404, "not-found"),
+        (await client.get("/v1/nowhere"), 404, "http-404"),
+        (await client.delete("/v1/agents"), 405, "http-405"),
+    ]
+    records = [r for r in await store.query_audit(AuditQuery(kind="error")) if r.payload["stage"] == "http"]
+    assert [(r.payload["status"], r.payload["error_type"]) for r in records] == [
+        (status, slug) for _, status, slug in refused
+    ]
+    for (resp, status, _), record in zip(refused, records, strict=True):
+        assert resp.status_code == status
+        assert record.payload["path"] == resp.json()["instance"]
+        assert record.payload["detail"] == resp.json()["detail"]
