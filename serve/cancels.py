@@ -43,7 +43,9 @@ class CancelBoard:
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(8)
         self._seq = 0
-        self._recent: deque[tuple[int, str]] = deque(maxlen=_RECENT)
+        # [seq, run id, still wanted]: a post nobody answered in time is withdrawn, so a listener that
+        # reads it late does not cancel a run whose caller was already told 409.
+        self._recent: deque[list[Any]] = deque(maxlen=_RECENT)
         self._posted = asyncio.Condition()
         self._found: dict[str, asyncio.Event] = {}
 
@@ -60,19 +62,25 @@ class CancelBoard:
             async with self._posted:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._posted.wait_for(lambda: self._seq > after), timeout_s)
-        return self.epoch, self._seq, [run_id for seq, run_id in self._recent if seq > after]
+        return (
+            self.epoch,
+            self._seq,
+            [run_id for seq, run_id, wanted in self._recent if seq > after and wanted],
+        )
 
     async def post(self, run_id: str, wait_s: float) -> bool:
         """Ask every replica to cancel ``run_id``; True once one of them did (within ``wait_s``)."""
         found = self._found.setdefault(run_id, asyncio.Event())
         self._seq += 1
-        self._recent.append((self._seq, run_id))
+        entry = [self._seq, run_id, True]
+        self._recent.append(entry)
         async with self._posted:
             self._posted.notify_all()
         try:
             await asyncio.wait_for(found.wait(), wait_s)
             return True
         except TimeoutError:
+            entry[2] = False
             return False
         finally:
             if self._found.get(run_id) is found:

@@ -34,13 +34,22 @@ async def test_a_listener_gets_each_post_once_and_the_poster_hears_it_was_found(
     assert await board.listen(epoch, seq, 0.05) == (epoch, 1, [])
 
 
+async def test_a_post_nobody_answered_in_time_is_withdrawn() -> None:
+    # The caller was told 409: a listener that reads the board late must not cancel the run after all.
+    board = CancelBoard()
+    epoch, seq, _ = await board.listen(None, 0, 5.0)
+    assert await board.post("run_late", 0.01) is False
+    assert await board.listen(epoch, seq, 0.01) == (epoch, 1, [])
+
+
 async def test_a_listener_of_a_lost_board_reads_a_new_one_from_the_start() -> None:
     old, new = CancelBoard(), CancelBoard()
     epoch, seq, _ = await old.listen(None, 0, 5.0)
-    poster = asyncio.create_task(new.post("run_b", 0.05))
+    poster = asyncio.create_task(new.post("run_b", 5.0))
     await asyncio.sleep(0)
     assert await new.listen(epoch, seq, 5.0) == (new.epoch, 1, ["run_b"])
-    assert await poster is False
+    new.found("run_b")
+    assert await poster is True
 
 
 def test_outside_ray_a_broadcast_does_nothing() -> None:
