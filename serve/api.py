@@ -26,6 +26,7 @@ from raygent.core.errors import (
     NotFoundError,
     PayloadTooLargeError,
     RaygentError,
+    StoreError,
     ValidationFailedError,
 )
 from raygent.core.runs import AgentInvoker
@@ -256,7 +257,8 @@ def build_api(service: ApiService) -> FastAPI:
 
     @api.exception_handler(RaygentError)
     async def _raygent_error(request: Request, exc: RaygentError) -> Response:
-        await service.audit_rejection(request, "", exc, stage="http")
+        if not isinstance(exc, StoreError):  # the store holds the audit trail: do not wait on it again
+            await service.audit_rejection(request, "", exc, stage="http")
         return error_response(exc, instance=request.url.path)
 
     @api.exception_handler(StarletteHTTPException)

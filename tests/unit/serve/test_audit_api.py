@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
+from raygent.actors.inprocess import InProcessFleet
+from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
+from raygent.core.errors import StoreError
 from raygent.core.store import SQLiteStore
 from raygent.core.store.base import AuditQuery
+from raygent.serve.api import ApiService, build_api
 
 
 async def run(client: httpx.AsyncClient, text: str) -> str:
@@ -96,3 +102,35 @@ async def test_every_refusal_of_a_route_is_audited(client: httpx.AsyncClient, st
         assert resp.status_code == status
         assert record.payload["path"] == resp.json()["instance"]
         assert record.payload["detail"] == resp.json()["detail"]
+
+
+async def test_a_store_failure_is_not_audited_into_the_failing_store(
+    example_fleet: Fleet, inproc: InProcessFleet, tracer_provider: TracerProvider
+) -> None:
+    class ReadsFail(SQLiteStore):
+        appended = 0
+
+        async def get_run(self, run_id: str) -> Any:
+            raise StoreError("the store is unreachable")
+
+        async def append_audit(self, drafts: Any) -> Any:
+            ReadsFail.appended += len(drafts)
+            return await super().append_audit(drafts)
+
+    store = ReadsFail(example_fleet.state_path("raygent.db"))
+    service = ApiService(
+        example_fleet,
+        store=store,
+        invoker=inproc,
+        clock=SystemClock(),
+        tracer=tracer_provider.get_tracer("t"),
+    )
+    transport = httpx.ASGITransport(app=build_api(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        resp = await c.get("/v1/runs/run_x")
+        assert resp.status_code == StoreError.status
+        assert resp.json()["type"].endswith("store-unavailable")
+        assert ReadsFail.appended == 0
+        assert (await c.get("/v1/nowhere")).status_code == 404
+        assert ReadsFail.appended == 1  # other refusals still are
+    await store.close()
