@@ -86,8 +86,8 @@ class CancelBoard:
             if self._found.get(run_id) is found:
                 del self._found[run_id]
 
-    def found(self, run_id: str) -> None:
-        """A replica cancelled ``run_id``."""
+    async def found(self, run_id: str) -> None:
+        """A replica cancelled ``run_id``. (Async, so it runs on the loop that owns the events.)"""
         event = self._found.get(run_id)
         if event is not None:
             event.set()

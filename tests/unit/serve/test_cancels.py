@@ -28,7 +28,7 @@ async def test_a_listener_gets_each_post_once_and_the_poster_hears_it_was_found(
     epoch, seq, run_ids = await asyncio.wait_for(waiting, 5.0)
     assert run_ids == ["run_a"] and seq == 1
     assert not poster.done()  # it waits for a replica to say it had the run
-    board.found("run_a")
+    await board.found("run_a")
     assert await asyncio.wait_for(poster, 5.0) is True
     # Nothing new: the next listen waits (here, its whole timeout) and returns nothing.
     assert await board.listen(epoch, seq, 0.05) == (epoch, 1, [])
@@ -48,7 +48,7 @@ async def test_a_listener_of_a_lost_board_reads_a_new_one_from_the_start() -> No
     poster = asyncio.create_task(new.post("run_b", 5.0))
     await asyncio.sleep(0)
     assert await new.listen(epoch, seq, 5.0) == (new.epoch, 1, ["run_b"])
-    new.found("run_b")
+    await new.found("run_b")
     assert await poster is True
 
 
