@@ -43,19 +43,17 @@ class CancelBoard:
     def __init__(self) -> None:
         self.epoch = secrets.token_hex(8)
         self._seq = 0
-        # [seq, run id, still wanted]: a post nobody answered in time is withdrawn, so a listener that
-        # reads it late does not cancel a run whose caller was already told 409.
+        # [seq, run id, pending]: a post stops pending once a replica answered it or its wait ran out
+        # (withdrawn: a listener that reads it late must not cancel a run whose caller was told 409).
         self._recent: deque[list[Any]] = deque(maxlen=_RECENT)
         self._posted = asyncio.Condition()
         self._found: dict[str, asyncio.Event] = {}
 
     async def listen(self, epoch: str | None, after: int, timeout_s: float) -> tuple[str, int, list[str]]:
-        """Cancel requests posted after ``after``; waits up to ``timeout_s`` for one. Returns ``(epoch,
-        newest seq, run ids)``. A first call (``epoch`` None) only learns where the board is: what was
-        posted before cannot be about a run its listener drives. A listener of an older board (it went
-        with its owner replica) gets everything kept: it was all posted since."""
-        if epoch is None:
-            return self.epoch, self._seq, []
+        """Pending cancel requests posted after ``after``; waits up to ``timeout_s`` for one. Returns
+        ``(epoch, newest seq, run ids)``. A first call (``epoch`` None), or one of a listener of an
+        older board (it went with its owner replica), gets every request still pending: one posted
+        while the listener was starting may be about a run it already drives."""
         if epoch != self.epoch:
             after = 0
         if self._seq <= after:
@@ -65,7 +63,7 @@ class CancelBoard:
         return (
             self.epoch,
             self._seq,
-            [run_id for seq, run_id, wanted in self._recent if seq > after and wanted],
+            [run_id for seq, run_id, pending in self._recent if seq > after and pending],
         )
 
     async def post(self, run_id: str, wait_s: float) -> bool:
@@ -80,9 +78,9 @@ class CancelBoard:
             await asyncio.wait_for(found.wait(), wait_s)
             return True
         except TimeoutError:
-            entry[2] = False
             return False
         finally:
+            entry[2] = False
             if self._found.get(run_id) is found:
                 del self._found[run_id]
 

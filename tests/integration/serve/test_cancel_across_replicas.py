@@ -1,6 +1,7 @@
 """A cancel reaches the ingress replica that drives the run (``server.replicas`` > 1).
 
-* two replicas' broadcasts on the session's Ray, in this process: one cancels a run the other drives;
+* two replicas' broadcasts on the session's Ray, in this process: one cancels a run the other drives
+  (also when the cancel is posted while the other is still starting to listen);
   a run nobody drives is refused after the wait; a lost board is replaced and cancels still arrive;
 * a fleet served with two ingress replicas: every ``POST /v1/runs/{id}/cancel`` of a streamed run is
   ``202`` and the run ends ``cancelled``, whichever replica the cancel lands on (before, about half
@@ -39,7 +40,7 @@ async def test_a_replica_cancels_a_run_another_replica_drives(served_fleet: Any)
     inflight_a.on_run = a.start
     try:
         driven = asyncio.create_task(inflight_a.run("run_1", asyncio.sleep(60)))
-        await asyncio.sleep(0.5)  # A listens once it drives a run
+        await asyncio.sleep(0)  # A drives the run and starts listening; B posts before A first listens
         assert await b.post("run_1") is True
         with pytest.raises(RunCancelledError):
             await asyncio.wait_for(driven, 10)

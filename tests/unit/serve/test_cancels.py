@@ -11,17 +11,24 @@ import sys
 from raygent.serve.cancels import CancelBoard
 
 
-async def test_a_first_listen_only_learns_where_the_board_is() -> None:
+async def test_a_first_listen_gets_what_is_still_pending_not_what_is_settled() -> None:
     board = CancelBoard()
-    poster = asyncio.create_task(board.post("run_old", 0.01))
-    assert await poster is False  # nobody listened: nobody cancelled it
+    assert await board.post("run_old", 0.01) is False  # nobody answered: withdrawn
+    answered = asyncio.create_task(board.post("run_done", 5.0))
+    waiting = asyncio.create_task(board.post("run_new", 5.0))
+    await asyncio.sleep(0)
+    await board.found("run_done")
+    assert await answered is True
+    # A listener starting now may already drive run_new (the post came while it was starting).
     epoch, seq, run_ids = await board.listen(None, 0, 5.0)
-    assert (epoch, seq, run_ids) == (board.epoch, 1, [])  # at once, and not the old request
+    assert (epoch, seq, run_ids) == (board.epoch, 3, ["run_new"])
+    await board.found("run_new")
+    assert await waiting is True
 
 
 async def test_a_listener_gets_each_post_once_and_the_poster_hears_it_was_found() -> None:
     board = CancelBoard()
-    epoch, seq, _ = await board.listen(None, 0, 5.0)
+    epoch, seq, _ = await board.listen(None, 0, 0.01)
     waiting = asyncio.create_task(board.listen(epoch, seq, 5.0))
     await asyncio.sleep(0)
     poster = asyncio.create_task(board.post("run_a", 5.0))
@@ -37,14 +44,14 @@ async def test_a_listener_gets_each_post_once_and_the_poster_hears_it_was_found(
 async def test_a_post_nobody_answered_in_time_is_withdrawn() -> None:
     # The caller was told 409: a listener that reads the board late must not cancel the run after all.
     board = CancelBoard()
-    epoch, seq, _ = await board.listen(None, 0, 5.0)
+    epoch, seq, _ = await board.listen(None, 0, 0.01)
     assert await board.post("run_late", 0.01) is False
     assert await board.listen(epoch, seq, 0.01) == (epoch, 1, [])
 
 
 async def test_a_listener_of_a_lost_board_reads_a_new_one_from_the_start() -> None:
     old, new = CancelBoard(), CancelBoard()
-    epoch, seq, _ = await old.listen(None, 0, 5.0)
+    epoch, seq, _ = await old.listen(None, 0, 0.01)
     poster = asyncio.create_task(new.post("run_b", 5.0))
     await asyncio.sleep(0)
     assert await new.listen(epoch, seq, 5.0) == (new.epoch, 1, ["run_b"])
