@@ -30,7 +30,7 @@ from raygent.core.errors import (
     ValidationFailedError,
 )
 from raygent.core.runs import AgentInvoker
-from raygent.core.store.base import AuditDraft, Store
+from raygent.core.store.base import AuditDraft, Store, unknown_run_cursor
 from raygent.serve.agents import AgentPort, InvokerPort
 from raygent.serve.approvals import approvals_router
 from raygent.serve.audit_api import audit_router
@@ -334,25 +334,14 @@ def build_api(service: ApiService) -> FastAPI:
         (``before=next_before``; null on the last page); in a governed fleet only the caller's own unless
         they hold ``runs:read_all``."""
         principal = principal_of(request)
-        sees_all = access.allows(principal, requester="", end_user="", all_runs=READ_ALL_RUNS)
-        owner = None if sees_all else (principal.subject if principal else "")
-        if before is not None and not sees_all:
+        owner = access.owner_filter(principal)
+        if before is not None and owner is not None:
             # Only one's own run can be a cursor: another's id must answer as if it did not exist.
             cursor = await service.store.get_run(before)
-            if cursor is None or not access.allows(
-                principal, requester=cursor.requester, end_user=cursor.end_user, all_runs=READ_ALL_RUNS
-            ):
-                raise ValidationFailedError(
-                    f"before={before!r} is not a run of this listing; pass the last run id of the previous "
-                    "page",
-                    extra={"before": before},
-                )
+            if cursor is None or not access.shows(principal, cursor):
+                raise unknown_run_cursor(before)
         runs = await service.store.list_runs(agent=agent, limit=limit, owner=owner, before=before)
-        shown = [
-            record_view(r)
-            for r in runs
-            if access.allows(principal, requester=r.requester, end_user=r.end_user, all_runs=READ_ALL_RUNS)
-        ]
+        shown = [record_view(r) for r in runs if access.shows(principal, r)]
         next_before = runs[-1].run_id if len(runs) == limit else None
         return JSONResponse({"runs": shown, "next_before": next_before})
 

@@ -27,6 +27,7 @@ from raygent.governance.auth import Principal
 from raygent.serve.auth import governed_api, principal_of
 
 if TYPE_CHECKING:
+    from raygent.core.store.base import RunRecord
     from raygent.serve.api import ApiService
 
 __all__ = ["CANCEL_ALL_RUNS", "READ_ALL_RUNS", "RunAccess"]
@@ -63,3 +64,14 @@ class RunAccess:
         self, request: Request, *, requester: str, end_user: str, all_runs: str = READ_ALL_RUNS
     ) -> bool:
         return self.allows(principal_of(request), requester=requester, end_user=end_user, all_runs=all_runs)
+
+    def shows(self, principal: Principal | None, run: RunRecord) -> bool:
+        """Whether ``principal`` may read ``run``."""
+        return self.allows(principal, requester=run.requester, end_user=run.end_user)
+
+    def owner_filter(self, principal: Principal | None) -> str | None:
+        """The owner whose runs a listing for ``principal`` reads: None when it may read every run (or
+        the fleet has no callers), else its subject ('' for no caller: matches nothing)."""
+        if self.allows(principal, requester="", end_user=""):
+            return None
+        return principal.subject if principal else ""

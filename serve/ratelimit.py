@@ -77,9 +77,12 @@ class RateLimiter:
         self.refused: dict[str, int] = dict.fromkeys(self._limits, 0)
 
     @classmethod
-    def for_agents(cls, agents: Mapping[str, AgentSpec], default: RateLimitSpec | None) -> RateLimiter:
-        """Each agent's own ``rate_limit``, else the server's default."""
-        return cls(agent_limits(agents, default))
+    def for_agents(
+        cls, agents: Mapping[str, AgentSpec], default: RateLimitSpec | None, *, shares: int = 1
+    ) -> RateLimiter:
+        """Each agent's own ``rate_limit``, else the server's default; one of ``shares`` equal shares of
+        it (each of that many ingress replicas keeping its own buckets)."""
+        return cls({name: spec.share(shares) for name, spec in agent_limits(agents, default).items()})
 
     async def check(self, agent: str, *, caller: str, tenant: str = "default") -> None:
         """:meth:`take`, awaitable like :meth:`SharedRateLimiter.check` (the ingress awaits either)."""

@@ -93,11 +93,12 @@ def open_rate_limits(fleet: Fleet) -> RateLimiter | SharedRateLimiter:
     """The rate-limit buckets: in the fleet's Redis when its store is Redis (one limit however many
     ingress replicas serve the fleet), else in this replica's memory, with its share of each limit
     (Serve spreads requests evenly over the ``server.replicas`` replicas)."""
-    limits, redis = agent_limits(fleet.agents, fleet.server.rate_limit), _redis(fleet)
+    server, redis = fleet.server, _redis(fleet)
     if redis is not None:
         url, namespace = redis
+        limits = agent_limits(fleet.agents, server.rate_limit)
         return SharedRateLimiter(limits, url=url, namespace=namespace, op_timeout_s=fleet.store.op_timeout_s)
-    return RateLimiter({name: spec.share(fleet.server.replicas) for name, spec in limits.items()})
+    return RateLimiter.for_agents(fleet.agents, server.rate_limit, shares=server.replicas)
 
 
 def build_serving(

@@ -26,7 +26,7 @@ from raygent.governance.errors import TokenInvalidError
 from raygent.governance.gateway import delegated_run_id
 from raygent.serve.approvals import _SESSION_COOKIE
 from raygent.serve.auth import governed_api
-from raygent.serve.ownership import READ_ALL_RUNS, RunAccess
+from raygent.serve.ownership import RunAccess
 from raygent.telemetry.jsonl import read_spans
 from raygent.telemetry.runtime import tool_redactor
 
@@ -339,14 +339,6 @@ def runs_ui_router(service: ApiService) -> APIRouter:
             return _page("Not allowed", f"<p>{html.escape(err.detail)}</p>", status=err.status)
         return principal
 
-    def shown(principal: Principal | None, run: RunRecord) -> bool:
-        return access.allows(
-            principal, requester=run.requester, end_user=run.end_user, all_runs=READ_ALL_RUNS
-        )
-
-    def sees_all(principal: Principal | None) -> bool:
-        return access.allows(principal, requester="", end_user="", all_runs=READ_ALL_RUNS)
-
     @router.get("/ui/runs", response_class=HTMLResponse)
     async def runs_page(
         request: Request, agent: str | None = None, limit: int = Query(default=100, ge=1, le=1000)
@@ -356,11 +348,11 @@ def runs_ui_router(service: ApiService) -> APIRouter:
             return principal
         # Without runs:read_all a caller sees only their own runs: the store filters by owner (requester
         # or end user), and the ownership check stays as the last word.
-        owner = None if sees_all(principal) else (principal.subject if principal else "")
+        owner = access.owner_filter(principal)
         runs = [
             r
             for r in await service.store.list_runs(agent=agent, limit=limit, owner=owner)
-            if shown(principal, r)
+            if access.shows(principal, r)
         ]
         title = f"Runs of {service.fleet.name}" + (f" — {agent}" if agent else "")
         body = f"<h1>{html.escape(title)}</h1><p class='muted'>{len(runs)} most recent</p>{_runs_table(runs)}"
@@ -372,7 +364,7 @@ def runs_ui_router(service: ApiService) -> APIRouter:
         if isinstance(principal, Response):
             return principal
         run = await service.store.get_run(run_id)
-        if run is None or not shown(principal, run):  # someone else's run: as if it did not exist
+        if run is None or not access.shows(principal, run):  # someone else's run: as if it did not exist
             raise NotFoundError(f"there is no run {run_id!r}")
         fleet = service.fleet
         records = await _audit_tree(service.store, fleet, run_id)

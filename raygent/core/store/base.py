@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
+from raygent.core.errors import ValidationFailedError
 from raygent.core.store.durable import Checkpoint, CheckpointWrite, EffectRecord
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "canonical_json",
     "record_hash",
     "sha256_hex",
+    "unknown_run_cursor",
 ]
 
 # needs_approval: the run stopped because a side effect's outcome is unknown and only a person may
@@ -179,6 +181,14 @@ class VerifyResult:
     records_checked: int
     first_bad_seq: int | None = None
     reason: str = ""
+
+
+def unknown_run_cursor(before: str) -> ValidationFailedError:
+    """What :meth:`Store.list_runs` raises for a ``before`` that is not a run of the listing."""
+    return ValidationFailedError(
+        f"before={before!r} is not a run of this listing; pass the last run id of the previous page",
+        extra={"before": before},
+    )
 
 
 class Store(Protocol):

@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from raygent.core.clock import Clock, SystemClock
-from raygent.core.errors import ConflictError, NotFoundError, StoreError, ValidationFailedError
+from raygent.core.errors import ConflictError, NotFoundError, StoreError
 from raygent.core.store.base import (
     GENESIS_HASH,
     AuditDraft,
@@ -46,6 +46,7 @@ from raygent.core.store.base import (
     SessionContext,
     VerifyResult,
     canonical_json,
+    unknown_run_cursor,
 )
 from raygent.core.store.chain import seal, verify_chain
 from raygent.core.store.durable import Checkpoint, CheckpointWrite, EffectRecord
@@ -481,10 +482,7 @@ class RedisStore:
                 break
         rank = None if member is None else await self._do(self._r.zrevrank(index, member))
         if rank is None:
-            raise ValidationFailedError(
-                f"before={before!r} is not a run of this listing; pass the last run id of the previous page",
-                extra={"before": before},
-            )
+            raise unknown_run_cursor(before)
         return int(rank) + 1
 
     # ----- audit -------------------------------------------------------------------------------------

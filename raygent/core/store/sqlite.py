@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from raygent.core.clock import Clock, SystemClock
-from raygent.core.errors import ConflictError, NotFoundError, StoreError, ValidationFailedError
+from raygent.core.errors import ConflictError, NotFoundError, StoreError
 from raygent.core.store.base import (
     GENESIS_HASH,
     AuditDraft,
@@ -38,6 +38,7 @@ from raygent.core.store.base import (
     SessionContext,
     VerifyResult,
     canonical_json,
+    unknown_run_cursor,
 )
 from raygent.core.store.chain import seal, verify_chain
 from raygent.core.store.groupcommit import GroupCommit
@@ -184,13 +185,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def sqlite_error_may_pass(exc: sqlite3.Error) -> bool:
     """Whether the same SQLite call may succeed later (worth retrying)."""
     return _is_in(exc, _PASSING)
-
-
-def _unknown_cursor(before: str) -> ValidationFailedError:
-    return ValidationFailedError(
-        f"before={before!r} is not a run of this listing; pass the last run id of the previous page",
-        extra={"before": before},
-    )
 
 
 def _loads_payload(text: str) -> dict[str, Any]:
@@ -533,7 +527,7 @@ class SQLiteStore(SQLiteDurableMixin):
             if before is not None:
                 cursor = conn.execute("SELECT agent FROM runs WHERE run_id = ?", (before,)).fetchone()
                 if cursor is None or (agent is not None and cursor[0] != agent):
-                    raise _unknown_cursor(before)
+                    raise unknown_run_cursor(before)
             rows = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*params, max(0, limit)],
