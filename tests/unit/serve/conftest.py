@@ -11,29 +11,19 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from serving_helpers import Receiver
+from serving_helpers import Receiver, api_client
 
 from raygent.actors.inprocess import InProcessFleet
-from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
 from raygent.core.store import SQLiteStore
-from raygent.serve.api import ApiService, build_api
 
 
 @pytest.fixture
 async def client(
     example_fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """httpx over ASGI to the example fleet's API (no Ray); a test file may define its own ``client``."""
-    service = ApiService(
-        example_fleet,
-        store=store,
-        invoker=inproc,
-        clock=SystemClock(),
-        tracer=tracer_provider.get_tracer("api"),
-    )
-    transport = httpx.ASGITransport(app=build_api(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    """The example fleet's API (no Ray); a test file may define its own ``client``."""
+    async with api_client(example_fleet, store, inproc, tracer_provider) as c:
         yield c
 
 

@@ -24,6 +24,18 @@ from raygent.serve.serving import build_serving
 SECRET = "test-callback-secret"
 
 
+@asynccontextmanager
+async def api_client(
+    fleet: Fleet, store: Store, invoker: Any, tracer_provider: TracerProvider
+) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx over ASGI to ``fleet``'s API with a plain invoker (no Ray, default serving parts)."""
+    tracer = tracer_provider.get_tracer("api")
+    service = ApiService(fleet, store=store, invoker=invoker, clock=SystemClock(), tracer=tracer)
+    transport = httpx.ASGITransport(app=build_api(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
 @dataclass
 class Receiver:
     """A real HTTP server on loopback that answers callbacks with the statuses it is told to."""

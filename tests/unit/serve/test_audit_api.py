@@ -11,14 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from serving_helpers import api_client
 
 from raygent.actors.inprocess import InProcessFleet
-from raygent.core.clock import SystemClock
 from raygent.core.config import Fleet
 from raygent.core.errors import StoreError
 from raygent.core.store import SQLiteStore
 from raygent.core.store.base import AuditQuery
-from raygent.serve.api import ApiService, build_api
 
 
 async def run(client: httpx.AsyncClient, text: str) -> str:
@@ -118,15 +117,7 @@ async def test_a_store_failure_is_not_audited_into_the_failing_store(
             return await super().append_audit(drafts)
 
     store = ReadsFail(example_fleet.state_path("raygent.db"))
-    service = ApiService(
-        example_fleet,
-        store=store,
-        invoker=inproc,
-        clock=SystemClock(),
-        tracer=tracer_provider.get_tracer("t"),
-    )
-    transport = httpx.ASGITransport(app=build_api(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with api_client(example_fleet, store, inproc, tracer_provider) as c:
         resp = await c.get("/v1/runs/run_x")
         assert resp.status_code == StoreError.status
         assert resp.json()["type"].endswith("store-unavailable")

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from serving_helpers import api_client
 
 from raygent.actors.inprocess import InProcessFleet
 from raygent.batch.client import BatchClient
@@ -19,7 +20,6 @@ from raygent.batch.runner import BatchRunner
 from raygent.core.clock import SystemClock
 from raygent.core.config import BatchSpec, Fleet
 from raygent.core.store import SQLiteStore
-from raygent.serve.api import ApiService, build_api
 
 NO_CLUSTER = "http://127.0.0.1:9"
 
@@ -35,12 +35,7 @@ def fleet(example_fleet: Fleet) -> Fleet:
 async def client(
     fleet: Fleet, store: SQLiteStore, inproc: InProcessFleet, tracer_provider: TracerProvider
 ) -> AsyncIterator[httpx.AsyncClient]:
-    service = ApiService(
-        fleet, store=store, invoker=inproc, clock=SystemClock(), tracer=tracer_provider.get_tracer("t")
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=build_api(service)), base_url="http://t"
-    ) as c:
+    async with api_client(fleet, store, inproc, tracer_provider) as c:
         yield c
 
 
