@@ -228,7 +228,8 @@ class BatchClient:
                 submitted: str = self.jobs().submit_job(**job)
                 return submitted
             except RuntimeError as exc:  # the Jobs SDK raises RuntimeError for every refusal
-                answer = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                text = str(exc).strip()
+                answer = text.splitlines()[0][:300] if text else type(exc).__name__
                 if waited and "already exists" in answer and self._is_ours(job):
                     return str(job["submission_id"])  # an earlier try went through; its answer was lost
                 if _NO_AGENT not in answer or time.monotonic() >= deadline:
